@@ -38,14 +38,14 @@ impl<'a> ParserClient<'a> {
     ///
     /// It creates an object with an objectId in the class `_AgrosSyncProbe`,
     /// a name Parse rejects. A server without `allowCustomObjectId` rejects the
-    /// objectId first (105, "objectId is an invalid field name"); a server with
-    /// it gets as far as the class name (103). Parse Server 9.10 checks in that
-    /// order (`RestWrite` before `SchemaController`).
+    /// objectId first: 105, "objectId is an invalid field name". A server with
+    /// it gets as far as the class name, which Parse Server 9.10 rejects with
+    /// 107 ("schema class name does not revalidate"); older versions answer 103.
     pub fn accepts_custom_object_ids(&self) -> SyncResult<bool> {
         let body = json!({ "objectId": "agrosProbe" });
         let body = body.as_object().expect("literal object");
         match self.client.call(Method::Post, "/classes/_AgrosSyncProbe", Some(body), "_AgrosSyncProbe") {
-            Err(e) if e.parse_code == Some(103) => Ok(true),
+            Err(e) if matches!(e.parse_code, Some(103 | 107)) => Ok(true),
             Err(e) if e.parse_code == Some(105) => Ok(false),
             Err(e) => Err(e),
             Ok(answer) => Err(crate::errors::internal(format!(

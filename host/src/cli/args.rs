@@ -1,0 +1,80 @@
+//! The command-line grammar, with help text in the user's language.
+
+use std::path::PathBuf;
+
+use agros_sync_host::messages::Lang;
+use clap::{value_parser, Arg, ArgAction, Command};
+
+pub fn command(lang: Lang) -> Command {
+    let t = |en: &'static str, es: &'static str| lang.pick(en, es).to_owned();
+    let database = || Arg::new("database").value_name("DB").required(true).help(t("Database key from config.yaml", "Clave de la base de datos en config.yaml"));
+    let class = || Arg::new("class").value_name("CLASS").required(true).help(t("Parse class name", "Nombre de la clase Parse"));
+
+    let mut command = Command::new("agros-sync")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(t("Sync Agros records to Parse Server", "Sincroniza registros de Agros con Parse Server"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .global(true)
+                .value_name("FILE")
+                .env("AGROS_SYNC_CONFIG")
+                .default_value("config.yaml")
+                .value_parser(value_parser!(PathBuf))
+                .help(t("Configuration file", "Fichero de configuración")),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help(t("Print machine-readable JSON", "Imprime JSON para scripts")),
+        )
+        .subcommand(
+            Command::new("sync")
+                .about(t("Create or update one object", "Crea o actualiza un objeto"))
+                .arg(database())
+                .arg(class())
+                .arg(Arg::new("data").value_name("JSON").required(true).help(t("Object data as JSON, or - to read stdin", "Datos del objeto en JSON, o - para leer la entrada estándar")))
+                .arg(Arg::new("local-id").long("local-id").value_name("ID").help(t("Local record id; syncing it again updates the same object", "Id del registro local; sincronizarlo de nuevo actualiza el mismo objeto"))),
+        )
+        .subcommand(
+            Command::new("delete")
+                .about(t("Delete one object", "Borra un objeto"))
+                .arg(database())
+                .arg(class())
+                .arg(Arg::new("object-id").value_name("OBJECT_ID").required_unless_present("local-id").help(t("objectId to delete", "objectId a borrar")))
+                .arg(Arg::new("local-id").long("local-id").value_name("ID").conflicts_with("object-id").help(t("Delete the object bound to this local id", "Borra el objeto ligado a este id local"))),
+        )
+        .subcommand(
+            Command::new("import")
+                .about(t("Sync every record of a JSON array or CSV file", "Sincroniza cada registro de un fichero JSON (array) o CSV"))
+                .arg(database())
+                .arg(class())
+                .arg(Arg::new("file").value_name("FILE").required(true).value_parser(value_parser!(PathBuf)).help(t("A .json file holding an array of objects, or a .csv file with a header row", "Un fichero .json con un array de objetos, o un .csv con fila de cabecera")))
+                .arg(Arg::new("local-id-fields").long("local-id-fields").value_name("FIELDS").help(t("Comma-separated fields whose values form each record's local id, so a second import updates instead of duplicating", "Campos separados por comas cuyos valores forman el id local de cada registro, para que una segunda importación actualice en vez de duplicar")))
+                .arg(Arg::new("date-fields").long("date-fields").value_name("FIELDS").help(t("Comma-separated fields to store as Parse Date", "Campos separados por comas que se guardan como Date de Parse"))),
+        )
+        .subcommand(
+            Command::new("query")
+                .about(t("Query objects of a class", "Consulta objetos de una clase"))
+                .arg(database())
+                .arg(class())
+                .arg(Arg::new("where").long("where").value_name("JSON").help(t("Parse `where` constraint as JSON", "Restricción `where` de Parse en JSON")))
+                .arg(Arg::new("limit").long("limit").value_name("N").value_parser(value_parser!(u32)).help(t("Maximum number of objects (default: all)", "Número máximo de objetos (por defecto: todos)")))
+                .arg(Arg::new("skip").long("skip").value_name("N").value_parser(value_parser!(u32)).help(t("Objects to skip", "Objetos a saltar")))
+                .arg(Arg::new("order").long("order").value_name("FIELDS").help(t("Comma-separated sort fields, - for descending", "Campos de orden separados por comas, - para descendente")))
+                .arg(Arg::new("keys").long("keys").value_name("FIELDS").help(t("Comma-separated fields to return", "Campos a devolver, separados por comas"))),
+        )
+        .subcommand(Command::new("status").about(t("Show every configured database's Parse client", "Muestra el cliente Parse de cada base de datos configurada")));
+
+    if lang == Lang::Es {
+        command = command
+            .help_template("{about}\n\nUso: {usage}\n\n{all-args}")
+            .disable_help_flag(true)
+            .arg(Arg::new("help").short('h').long("help").global(true).action(ArgAction::Help).help("Muestra esta ayuda"));
+    }
+    command
+}

@@ -1,0 +1,137 @@
+//! The `agros-sync` command line: `sync`, `import`, `query` and `status`.
+//!
+//! Exit codes: 0 on success, 1 when an operation failed, 2 for bad usage or an
+//! invalid configuration. With `--json`, results and errors are JSON on
+//! stdout; otherwise errors go to stderr as one line per cause.
+
+mod args;
+mod import;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agros_sync_host::bindings::{ObjectRef, QueryOptions};
+use agros_sync_host::config::Config;
+use agros_sync_host::error::ErrorReport;
+use agros_sync_host::messages::Lang;
+use agros_sync_host::tenant::{self, Tenant};
+use clap::ArgMatches;
+
+use output::Output;
+
+/// A failed command: what to print and the exit code.
+pub struct Failure {
+    report: ErrorReport,
+    exit_code: u8,
+}
+
+impl Failure {
+    fn usage(lang: Lang, code: &str, subject: Option<String>, detail: String) -> Self {
+        Self { report: ErrorReport::new(lang, code, subject, detail), exit_code: 2 }
+    }
+
+    fn operation(report: ErrorReport) -> Self {
+        Self { report, exit_code: 1 }
+    }
+}
+
+pub fn run() -> ExitCode {
+    let lang = Lang::from_env();
+    let matches = args::command(lang).get_matches();
+    let out = Output { lang, json: matches.get_flag("json") };
+    init_tracing();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            out.failure(&Failure::usage(lang, "io-error", None, format!("failed to start the async runtime: {e}")));
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(&matches, &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            out.failure(&failure);
+            ExitCode::from(failure.exit_code)
+        }
+    }
+}
+
+/// Logs go to stderr; `AGROS_SYNC_LOG` sets the filter (default `warn`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGROS_SYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let lang = out.lang;
+    let config_path: PathBuf = matches.get_one::<PathBuf>("config").cloned().expect("has a default");
+    let config = Config::load(&config_path)
+        .map_err(|e| Failure::usage(lang, "invalid-config", Some(config_path.display().to_string()), e.to_string()))?;
+    let tenant = tenant::open_default(&config)
+        .map_err(|e| Failure::operation(ErrorReport::new(lang, "plugin-unavailable", None, format!("{e:#}"))))?;
+
+    match matches.subcommand() {
+        Some(("sync", args)) => sync(&tenant, args, out).await,
+        Some(("delete", args)) => delete(&tenant, args, out).await,
+        Some(("import", args)) => import::run(&tenant, args, out).await,
+        Some(("query", args)) => query(&tenant, args, out).await,
+        Some(("status", _)) => status(&tenant, out).await,
+        _ => unreachable!("clap requires a subcommand"),
+    }
+}
+
+fn text<'a>(args: &'a ArgMatches, name: &str) -> &'a str {
+    args.get_one::<String>(name).map(String::as_str).unwrap_or_default()
+}
+
+async fn sync(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let data = import::read_argument_or_stdin(text(args, "data"), out.lang)?;
+    let local_id = args.get_one::<String>("local-id").map(String::as_str);
+    let outcome = tenant
+        .sync_object(text(args, "database"), text(args, "class"), &data, local_id)
+        .await
+        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+    out.sync_outcome(text(args, "class"), &outcome);
+    Ok(())
+}
+
+async fn delete(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let target = match args.get_one::<String>("local-id") {
+        Some(local_id) => ObjectRef::LocalId(local_id.clone()),
+        None => ObjectRef::ObjectId(text(args, "object-id").to_owned()),
+    };
+    tenant
+        .delete_object(text(args, "database"), text(args, "class"), &target)
+        .await
+        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+    out.deleted(text(args, "class"), &target);
+    Ok(())
+}
+
+async fn query(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let options = QueryOptions {
+        limit: args.get_one::<u32>("limit").copied(),
+        skip: args.get_one::<u32>("skip").copied(),
+        order: args.get_one::<String>("order").cloned(),
+        keys: args.get_one::<String>("keys").cloned(),
+    };
+    let filters = args.get_one::<String>("where").map(String::as_str).unwrap_or("{}");
+    let objects = tenant
+        .query_objects(text(args, "database"), text(args, "class"), filters, &options)
+        .await
+        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+    out.objects(&objects);
+    Ok(())
+}
+
+async fn status(tenant: &Tenant, out: &Output) -> Result<(), Failure> {
+    let statuses = tenant
+        .get_all_clients_status()
+        .await
+        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+    out.statuses(&statuses);
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Errors of calls into the plugin, and the report a user or a script sees.
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::bindings::{ErrorKind, SyncError};
+use crate::messages::{error_message, Lang};
+
+/// Why a call into the plugin failed.
+#[derive(Debug, Error)]
+pub enum CallError {
+    /// The plugin returned a typed error.
+    #[error("{}", .0.detail)]
+    Plugin(SyncError),
+    /// The plugin trapped; its instance was discarded.
+    #[error("plugin instance of tenant {tenant:?} trapped: {message}{}", guest_suffix(.guest_message))]
+    Trap { tenant: String, message: String, guest_message: String },
+    /// A new instance could not be created.
+    #[error("failed to instantiate the plugin: {0}")]
+    Instantiate(String),
+}
+
+fn guest_suffix(guest_message: &str) -> String {
+    if guest_message.is_empty() {
+        String::new()
+    } else {
+        format!(" (plugin output: {guest_message})")
+    }
+}
+
+/// An error as printed by the CLI and returned by the API: a stable code, a
+/// message in the user's language, and the details scripts need.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ErrorReport {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+impl ErrorReport {
+    /// A report for an error that did not come from the plugin.
+    pub fn new(lang: Lang, code: &str, subject: Option<String>, detail: String) -> Self {
+        let message = error_message(lang, code, subject.as_deref().unwrap_or_default(), &detail);
+        Self { code: code.to_owned(), message, subject, detail, parse_code: None, http_status: None }
+    }
+
+    pub fn from_call(lang: Lang, error: &CallError) -> Self {
+        match error {
+            CallError::Plugin(e) => Self::from_sync_error(lang, e),
+            CallError::Trap { .. } => Self::new(lang, "plugin-trap", None, error.to_string()),
+            CallError::Instantiate(_) => Self::new(lang, "plugin-unavailable", None, error.to_string()),
+        }
+    }
+
+    pub fn from_sync_error(lang: Lang, error: &SyncError) -> Self {
+        let mut report = Self::new(lang, error_code(error.kind), error.subject.clone(), error.detail.clone());
+        report.parse_code = error.parse_code;
+        report.http_status = error.http_status;
+        report
+    }
+}
+
+/// The stable code of an error kind, as spelt in the WIT enum.
+pub fn error_code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::UnknownDatabase => "unknown-database",
+        ErrorKind::SyncDisabled => "sync-disabled",
+        ErrorKind::InvalidClassName => "invalid-class-name",
+        ErrorKind::InvalidFieldName => "invalid-field-name",
+        ErrorKind::InvalidJson => "invalid-json",
+        ErrorKind::InvalidValue => "invalid-value",
+        ErrorKind::ObjectTooLarge => "object-too-large",
+        ErrorKind::ObjectNotFound => "object-not-found",
+        ErrorKind::ServerRejected => "server-rejected",
+        ErrorKind::ServerUnavailable => "server-unavailable",
+        ErrorKind::Unauthorized => "unauthorized",
+        ErrorKind::RequestDenied => "request-denied",
+        ErrorKind::StateStore => "state-store",
+        ErrorKind::Internal => "internal",
+    }
+}

@@ -1,0 +1,70 @@
+//! Messages a person reads, in Spanish when the locale is Spanish and in
+//! English otherwise. Error codes and JSON output are the same in both.
+
+/// The language of user-facing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Es,
+}
+
+impl Lang {
+    /// Picks the language from `LC_ALL`, `LC_MESSAGES` and `LANG`, the first
+    /// one set winning (POSIX order). `es`, `es_ES.UTF-8`, `es_AR`… are Spanish.
+    pub fn from_env() -> Self {
+        let locale = ["LC_ALL", "LC_MESSAGES", "LANG"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|value| !value.is_empty())
+            .unwrap_or_default();
+        Self::from_locale(&locale)
+    }
+
+    pub fn from_locale(locale: &str) -> Self {
+        if locale == "es" || locale.starts_with("es_") || locale.starts_with("es.") || locale.starts_with("es-") {
+            Lang::Es
+        } else {
+            Lang::En
+        }
+    }
+
+    /// Picks the English or the Spanish text.
+    pub fn pick<'a>(self, en: &'a str, es: &'a str) -> &'a str {
+        match self {
+            Lang::En => en,
+            Lang::Es => es,
+        }
+    }
+}
+
+/// The one-line message for an error code. `subject` is the value the error
+/// is about; `detail` is the English detail, shown as is in English.
+pub fn error_message(lang: Lang, code: &str, subject: &str, detail: &str) -> String {
+    if lang == Lang::En {
+        return detail.to_owned();
+    }
+    let text = match code {
+        "unknown-database" => format!("base de datos desconocida «{subject}»; use una clave de `databases:` en config.yaml"),
+        "sync-disabled" => format!("la base de datos «{subject}» tiene `sync: false` en config.yaml; ponga `sync: true` para sincronizarla"),
+        "invalid-class-name" => format!("nombre de clase no válido «{subject}»; use una letra seguida de letras, dígitos o '_'"),
+        "invalid-field-name" => format!("nombre de campo no válido «{subject}»; use una letra seguida de letras, dígitos o '_'"),
+        "invalid-json" => format!("JSON no válido: {detail}"),
+        "invalid-value" => format!("valor no válido en el campo «{subject}»: {detail}"),
+        "object-too-large" => format!("el objeto de la clase «{subject}» es demasiado grande: {detail}"),
+        "object-not-found" => format!("el objeto «{subject}» no existe en el servidor"),
+        "server-rejected" => format!("el servidor Parse rechazó la petición sobre «{subject}»: {detail}"),
+        "server-unavailable" => format!("no se pudo contactar con el servidor Parse ({subject}): {detail}"),
+        "unauthorized" => format!("el servidor Parse rechazó las claves de «{subject}»; revise master_key en config.yaml"),
+        "request-denied" => format!("petición denegada por el host: {subject} no es un servidor Parse de este tenant"),
+        "state-store" => format!("falló el almacén de estado: {detail}"),
+        "plugin-trap" => format!("el plugin falló y se reinició su instancia: {detail}"),
+        "plugin-unavailable" => format!("no se pudo cargar el plugin: {detail}"),
+        "invalid-config" => format!("configuración no válida: {detail}"),
+        "invalid-csv" => format!("CSV no válido: {detail}"),
+        "import-incomplete" => format!("importación incompleta de «{subject}»: {detail}"),
+        "invalid-argument" => format!("argumento no válido: {detail}"),
+        "io-error" => format!("error de E/S: {detail}"),
+        _ => format!("error interno: {detail}"),
+    };
+    text
+}
