@@ -40,12 +40,14 @@ impl Tenant {
             store.app_config_set(name, &format!("parser-{}-host", database.key), &parse.url_text())?;
             store.app_config_set(name, &format!("parser-{}-app-id", database.key), &parse.app_id)?;
         }
-        Ok(Self {
-            context: Arc::new(TenantContext::new(name, config, store)),
-            runtime,
-            call_timeout: Duration::from_secs(config.limits.call_timeout_secs),
-            instance: Mutex::new(None),
-        })
+        let context = Arc::new(TenantContext::new(name, config, store));
+        Ok(Self::with_context(context, runtime, Duration::from_secs(config.limits.call_timeout_secs)))
+    }
+
+    /// A tenant from a ready context; tests use it to give the plugin a
+    /// database its capability does not allow.
+    pub fn with_context(context: Arc<TenantContext>, runtime: Arc<PluginRuntime>, call_timeout: Duration) -> Self {
+        Self { context, runtime, call_timeout, instance: Mutex::new(None) }
     }
 
     pub async fn sync_object(&self, database_key: &str, class_name: &str, object_data: &str, local_id: Option<&str>) -> Result<SyncOutcome, CallError> {

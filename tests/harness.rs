@@ -1,0 +1,139 @@
+//! Shared set-up for the integration tests: the plugin runtime, tenants
+//! configured against the local Parse Servers, and direct REST reads that
+//! check what really reached the server.
+//!
+//! The servers come from `scripts/parse-server/start.sh`; `scripts/test.sh`
+//! starts them and exports their settings (`scripts/parse-server/env.sh`).
+//! App A accepts client-chosen objectIds, app B does not. Every test writes
+//! to classes of its own, so tests can run in parallel against one server.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use agros_sync_host::config::Config;
+use agros_sync_host::engine::PluginRuntime;
+use agros_sync_host::state::{SqliteStore, StateLocation};
+use agros_sync_host::tenant::Tenant;
+use serde_json::Value;
+
+/// One Parse Server application of the test set-up.
+#[derive(Debug, Clone)]
+pub struct TestServer {
+    pub url: String,
+    pub app_id: String,
+    pub master_key: String,
+    pub rest_key: String,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// App A: custom objectIds allowed.
+pub fn server_a() -> TestServer {
+    TestServer {
+        url: env_or("AGROS_PARSE_URL_A", "http://127.0.0.1:1337/parse"),
+        app_id: env_or("AGROS_PARSE_APP_ID_A", "agros-a"),
+        master_key: env_or("AGROS_PARSE_MASTER_KEY_A", "test-master-key-a"),
+        rest_key: env_or("AGROS_PARSE_REST_KEY_A", "test-rest-key-a"),
+    }
+}
+
+/// App B: the server generates objectIds.
+pub fn server_b() -> TestServer {
+    TestServer {
+        url: env_or("AGROS_PARSE_URL_B", "http://127.0.0.1:1338/parse"),
+        app_id: env_or("AGROS_PARSE_APP_ID_B", "agros-b"),
+        master_key: env_or("AGROS_PARSE_MASTER_KEY_B", "test-master-key-b"),
+        rest_key: env_or("AGROS_PARSE_REST_KEY_B", "test-rest-key-b"),
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// The guest's release build, which `scripts/test.sh` builds first.
+pub fn plugin_path() -> PathBuf {
+    repo_root().join("target/wasm32-wasip2/release/agros_sync_guest.wasm")
+}
+
+/// The compiled plugin, shared by every test in a binary.
+pub fn runtime() -> Arc<PluginRuntime> {
+    static RUNTIME: OnceLock<Arc<PluginRuntime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| PluginRuntime::load(&plugin_path()).expect("the plugin loads; run scripts/test.sh to build it"))
+        .clone()
+}
+
+/// A class name no other test uses: `<prefix>_<pid>_<n>`.
+pub fn unique_class(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The YAML of a `databases:` entry for `server`.
+pub fn database_yaml(key: &str, server: &TestServer) -> String {
+    format!(
+        "  {key}:\n    sync: true\n    parse:\n      server_url: {}\n      app_id: {}\n      master_key: {}\n      rest_api_key: {}\n",
+        server.url, server.app_id, server.master_key, server.rest_key
+    )
+}
+
+/// Config text with databases `farm` (app A) and `market` (app B), plus `extra`
+/// lines appended at the top level.
+pub fn standard_config(extra: &str) -> String {
+    format!("databases:\n{}{}{extra}", database_yaml("farm", &server_a()), database_yaml("market", &server_b()))
+}
+
+/// A tenant with an in-memory state store.
+pub fn tenant(config_yaml: &str) -> (Tenant, SqliteStore) {
+    let config = parse_config(config_yaml);
+    let store = SqliteStore::open(&StateLocation::SqliteMemory).expect("in-memory SQLite opens");
+    let tenant = Tenant::new("default", &config, store.clone(), runtime()).expect("tenant starts");
+    (tenant, store)
+}
+
+pub fn parse_config(config_yaml: &str) -> Config {
+    let path = repo_root().join("config.yaml");
+    Config::parse(config_yaml, &path, &|_| None).expect("test configuration is valid")
+}
+
+/// A direct REST request with the master key, bypassing the plugin.
+pub fn rest(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> Value {
+    let request = ureq::request(method, &format!("{}{path}", server.url))
+        .set("X-Parse-Application-Id", &server.app_id)
+        .set("X-Parse-Master-Key", &server.master_key);
+    let response = match body {
+        Some(body) => request.send_json(body),
+        None => request.call(),
+    };
+    match response {
+        Ok(response) => response.into_json().expect("Parse answers JSON"),
+        Err(ureq::Error::Status(status, response)) => {
+            panic!("{method} {path} answered {status}: {}", response.into_string().unwrap_or_default())
+        }
+        Err(e) => panic!("{method} {path} failed: {e}"),
+    }
+}
+
+/// Every object of `class_name` on the server, read directly.
+pub fn server_objects(server: &TestServer, class_name: &str) -> Vec<Value> {
+    let answer = rest(server, "GET", &format!("/classes/{class_name}?limit=10000&order=objectId"), None);
+    answer["results"].as_array().cloned().unwrap_or_default()
+}
+
+/// The exact number of objects of `class_name` on the server. A real
+/// constraint is needed: with an empty `where`, Parse on PostgreSQL answers
+/// the planner's estimate.
+pub fn server_count(server: &TestServer, class_name: &str) -> u64 {
+    let where_ = "%7B%22objectId%22%3A%7B%22%24exists%22%3Atrue%7D%7D";
+    let answer = rest(server, "GET", &format!("/classes/{class_name}?count=1&limit=0&where={where_}"), None);
+    answer["count"].as_u64().expect("count is a number")
+}
+
+/// Parses each JSON text the plugin returned.
+pub fn values(objects: &[String]) -> Vec<Value> {
+    objects.iter().map(|o| serde_json::from_str(o).expect("the plugin returns JSON objects")).collect()
+}
