@@ -413,7 +413,7 @@ databases:
     #[test]
     fn unknown_key_is_rejected_with_path() {
         let text = MINIMAL.replace("app_id: agros-a", "app_id: agros-a\n      masterKey: x");
-        assert_eq!(invalid_key(parse_with(&text, &[("MASTER", "m")]).unwrap_err()), "databases.farm.parse");
+        assert_eq!(invalid_key(parse_with(&text, &[("MASTER", "m")]).unwrap_err()), "databases.farm.parse.masterKey");
     }
 
     #[test]
