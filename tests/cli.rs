@@ -7,7 +7,7 @@ use agros_sync_tests::*;
 use serde_json::{json, Value};
 
 fn binary() -> PathBuf {
-    repo_root().join("target/release/agros-sync")
+    target_dir().join("release/agros-sync")
 }
 
 /// A directory with a `config.yaml` for apps A and B and a SQLite state file.

@@ -54,9 +54,17 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or `target/` in the repository.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => repo_root().join("target"),
+    }
+}
+
 /// The guest's release build, which `scripts/test.sh` builds first.
 pub fn plugin_path() -> PathBuf {
-    repo_root().join("target/wasm32-wasip2/release/agros_sync_guest.wasm")
+    target_dir().join("wasm32-wasip2/release/agros_sync_guest.wasm")
 }
 
 /// The compiled plugin, shared by every test in a binary.

@@ -68,13 +68,37 @@ pub fn command(lang: Lang) -> Command {
                 .arg(Arg::new("order").long("order").value_name("FIELDS").help(t("Comma-separated sort fields, - for descending", "Campos de orden separados por comas, - para descendente")))
                 .arg(Arg::new("keys").long("keys").value_name("FIELDS").help(t("Comma-separated fields to return", "Campos a devolver, separados por comas"))),
         )
-        .subcommand(Command::new("status").about(t("Show every configured database's Parse client", "Muestra el cliente Parse de cada base de datos configurada")));
+        .subcommand(Command::new("status").about(t("Show every configured database's Parse client", "Muestra el cliente Parse de cada base de datos configurada")))
+        .subcommand(Command::new("app-config").about(t("List the app_config table of the tenant", "Lista la tabla app_config del tenant")));
 
     if lang == Lang::Es {
-        command = command
-            .help_template("{about}\n\nUso: {usage}\n\n{all-args}")
-            .disable_help_flag(true)
-            .arg(Arg::new("help").short('h').long("help").global(true).action(ArgAction::Help).help("Muestra esta ayuda"));
+        command = spanish_help(command);
+    }
+    command
+}
+
+/// Spanish headings for the help screens and Spanish help for `--help` and
+/// `--version`.
+///
+/// NOTE: clap's own parse errors ("unexpected argument …") stay in English.
+fn spanish_help(command: Command) -> Command {
+    let subcommand_names: Vec<String> = command.get_subcommands().map(|c| c.get_name().to_owned()).collect();
+    let mut command = command
+        .help_template("{about}\n\nUso: {usage}\n\nComandos:\n{subcommands}\n\nOpciones:\n{options}")
+        .disable_help_subcommand(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(Arg::new("help").short('h').long("help").global(true).action(ArgAction::Help).help("Muestra esta ayuda"))
+        .arg(Arg::new("version").short('V').long("version").action(ArgAction::Version).help("Muestra la versión"));
+    for name in subcommand_names {
+        command = command.mut_subcommand(name, |sub| {
+            let template = if sub.get_positionals().next().is_some() {
+                "{about}\n\nUso: {usage}\n\nArgumentos:\n{positionals}\n\nOpciones:\n{options}"
+            } else {
+                "{about}\n\nUso: {usage}\n\nOpciones:\n{options}"
+            };
+            sub.help_template(template)
+        });
     }
     command
 }

@@ -1,4 +1,5 @@
-//! The `agros-sync` command line: `sync`, `import`, `query` and `status`.
+//! The `agros-sync` command line: `sync`, `delete`, `import`, `query`,
+//! `status` and `app-config`.
 //!
 //! Exit codes: 0 on success, 1 when an operation failed, 2 for bad usage or an
 //! invalid configuration. With `--json`, results and errors are JSON on
@@ -79,6 +80,7 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         Some(("import", args)) => import::run(&tenant, args, out).await,
         Some(("query", args)) => query(&tenant, args, out).await,
         Some(("status", _)) => status(&tenant, out).await,
+        Some(("app-config", _)) => app_config(&tenant, out),
         _ => unreachable!("clap requires a subcommand"),
     }
 }
@@ -124,6 +126,16 @@ async fn query(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), F
         .await
         .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
     out.objects(&objects);
+    Ok(())
+}
+
+fn app_config(tenant: &Tenant, out: &Output) -> Result<(), Failure> {
+    let rows = tenant
+        .context
+        .store
+        .app_config_list(&tenant.context.name)
+        .map_err(|e| Failure::operation(ErrorReport::new(out.lang, "state-store", None, e.to_string())))?;
+    out.app_config(&rows);
     Ok(())
 }
 

@@ -74,6 +74,17 @@ impl Output {
         }
     }
 
+    pub fn app_config(&self, rows: &[(String, String)]) {
+        if self.json {
+            let map: serde_json::Map<String, Value> = rows.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            println!("{}", Value::Object(map));
+            return;
+        }
+        for (key, value) in rows {
+            println!("{key} = {value}");
+        }
+    }
+
     fn status_line(&self, status: &ClientStatus) -> String {
         if !status.sync_enabled {
             return format!("{}: {}", status.database_key, self.t("sync disabled", "sincronización desactivada"));
