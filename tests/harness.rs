@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use agros_sync_host::bindings::{SyncOutcome, SyncStatus};
 use agros_sync_host::config::Config;
 use agros_sync_host::engine::PluginRuntime;
 use agros_sync_host::state::{SqliteStore, StateLocation};
@@ -144,4 +145,11 @@ pub fn server_count(server: &TestServer, class_name: &str) -> u64 {
 /// Parses each JSON text the plugin returned.
 pub fn values(objects: &[String]) -> Vec<Value> {
     objects.iter().map(|o| serde_json::from_str(o).expect("the plugin returns JSON objects")).collect()
+}
+
+/// The objectId of a write the server confirmed; fails the test when the
+/// write was only queued.
+pub fn synced_id(outcome: &SyncOutcome) -> String {
+    assert_eq!(outcome.status, SyncStatus::Synced, "expected a synced write, got {outcome:?}");
+    outcome.object_id.clone().expect("a synced write has an objectId")
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agros_sync_host::bindings::agros::sync::config::Database;
-use agros_sync_host::bindings::ErrorKind;
-use agros_sync_host::error::CallError;
+use agros_sync_host::bindings::{ErrorKind, SyncStatus};
 use agros_sync_host::host_state::TenantContext;
 use agros_sync_host::state::{SqliteStore, StateLocation};
 use agros_sync_host::tenant::Tenant;
@@ -35,15 +34,18 @@ async fn other_loopback_port_is_denied_before_connecting() {
     let port = listener.local_addr().unwrap().port();
     let tenant = tenant_with_rogue_database(&format!("http://127.0.0.1:{port}/parse"));
 
-    let result = tenant.sync_object("rogue", "Plot", r#"{"a":1}"#, None).await;
+    let outcome = tenant.sync_object("rogue", "Plot", r#"{"a":1}"#, None).await.unwrap();
 
-    match result {
-        Err(CallError::Plugin(error)) => {
-            assert_eq!(error.kind, ErrorKind::RequestDenied);
-            assert!(error.detail.contains(&port.to_string()), "{}", error.detail);
-        }
-        other => panic!("expected request-denied, got {other:?}"),
-    }
+    // A denied request pauses the database: the write stays queued until the
+    // configuration is fixed, and the status says why.
+    assert_eq!(outcome.status, SyncStatus::Queued);
+    let statuses = tenant.get_all_clients_status().await.unwrap();
+    let rogue = statuses.iter().find(|s| s.database_key == "rogue").unwrap();
+    let error = rogue.last_error.as_ref().expect("the denial is reported");
+    assert_eq!(error.kind, ErrorKind::RequestDenied);
+    assert!(error.detail.contains(&port.to_string()), "{}", error.detail);
+    assert!(rogue.paused.as_deref().unwrap_or_default().starts_with("request-denied"), "{:?}", rogue.paused);
+    assert_eq!(rogue.pending, 1);
     let accepted = listener.accept();
     assert!(accepted.is_err(), "the denied request reached the listener");
 }

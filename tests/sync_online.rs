@@ -15,8 +15,8 @@ async fn create_then_read_back() {
 
     assert_eq!(outcome.status, SyncStatus::Synced);
     assert!(outcome.created);
-    assert_eq!(outcome.object_id.len(), 10);
-    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", outcome.object_id), None);
+    assert_eq!(synced_id(&outcome).len(), 10);
+    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", synced_id(&outcome)), None);
     assert_eq!(stored["name"], json!("North field"));
     assert_eq!(stored["area"], json!(2.5));
     assert_eq!(stored["organic"], json!(true));
@@ -32,7 +32,7 @@ async fn local_id_update_keeps_one_object() {
 
     assert!(first.created);
     assert!(!second.created);
-    assert_eq!(first.object_id, second.object_id);
+    assert_eq!(synced_id(&first), synced_id(&second));
     let objects = server_objects(&server_a(), &class);
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0]["plots"], json!(2));
@@ -44,11 +44,11 @@ async fn object_id_in_data_updates() {
     let class = unique_class("Harvest");
 
     let created = tenant.sync_object("farm", &class, r#"{"crop":"barley","kg":100}"#, None).await.unwrap();
-    let data = json!({"objectId": created.object_id, "kg": 120, "createdAt": "2000-01-01T00:00:00.000Z"}).to_string();
+    let data = json!({"objectId": synced_id(&created), "kg": 120, "createdAt": "2000-01-01T00:00:00.000Z"}).to_string();
     let updated = tenant.sync_object("farm", &class, &data, None).await.unwrap();
 
     assert!(!updated.created);
-    assert_eq!(updated.object_id, created.object_id);
+    assert_eq!(synced_id(&updated), synced_id(&created));
     let objects = server_objects(&server_a(), &class);
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0]["kg"], json!(120));
@@ -64,7 +64,7 @@ async fn server_generated_ids_update_by_local_id() {
     let first = tenant.sync_object("market", &class, r#"{"note":"first"}"#, Some("visit-9")).await.unwrap();
     let second = tenant.sync_object("market", &class, r#"{"note":"second"}"#, Some("visit-9")).await.unwrap();
 
-    assert_eq!(first.object_id, second.object_id);
+    assert_eq!(synced_id(&first), synced_id(&second));
     let objects = server_objects(&server_b(), &class);
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0]["note"], json!("second"));
@@ -83,7 +83,7 @@ async fn repeated_create_after_lost_answer_is_one_object() {
 
     let outcome = tenant.sync_object("farm", &class, r#"{"name":"v2"}"#, Some("plot-7")).await.unwrap();
 
-    assert_eq!(outcome.object_id, object_id);
+    assert_eq!(synced_id(&outcome), object_id);
     assert!(!outcome.created);
     let objects = server_objects(&server_a(), &class);
     assert_eq!(objects.len(), 1);
@@ -103,9 +103,9 @@ async fn date_field_stored_as_parse_date() {
 
     let schema = rest(&server_a(), "GET", &format!("/schemas/{class}"), None);
     assert_eq!(schema["fields"]["date"]["type"], json!("Date"));
-    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", outcome.object_id), None);
+    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", synced_id(&outcome)), None);
     assert_eq!(stored["date"], json!({"__type": "Date", "iso": "2012-01-01T00:00:00.000Z"}));
-    let stored2 = rest(&server_a(), "GET", &format!("/classes/{class}/{}", outcome2.object_id), None);
+    let stored2 = rest(&server_a(), "GET", &format!("/classes/{class}/{}", synced_id(&outcome2)), None);
     assert_eq!(stored2["date"], json!({"__type": "Date", "iso": "2012-01-02T14:30:00.000Z"}));
 }
 
@@ -118,7 +118,7 @@ async fn one_mebibyte_object_syncs() {
     let data = json!({"caption": "field", "payload": payload}).to_string();
     let outcome = tenant.sync_object("farm", &class, &data, None).await.unwrap();
 
-    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", outcome.object_id), None);
+    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", synced_id(&outcome)), None);
     assert_eq!(stored["payload"].as_str().unwrap().len(), 1024 * 1024);
     assert_eq!(stored["payload"], json!(payload));
 }
@@ -133,8 +133,8 @@ async fn pointer_by_local_id_resolves() {
     let data = json!({"name": "South", "owner": {"__type": "Pointer", "className": farmers, "localId": "f-1"}}).to_string();
     let plot = tenant.sync_object("farm", &plots, &data, Some("p-1")).await.unwrap();
 
-    let stored = rest(&server_a(), "GET", &format!("/classes/{plots}/{}", plot.object_id), None);
-    assert_eq!(stored["owner"], json!({"__type": "Pointer", "className": farmers, "objectId": farmer.object_id}));
+    let stored = rest(&server_a(), "GET", &format!("/classes/{plots}/{}", synced_id(&plot)), None);
+    assert_eq!(stored["owner"], json!({"__type": "Pointer", "className": farmers, "objectId": synced_id(&farmer)}));
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn geo_point_is_stored() {
     let data = r#"{"center":{"__type":"GeoPoint","latitude":-34.6,"longitude":-58.4}}"#;
     let outcome = tenant.sync_object("farm", &class, data, None).await.unwrap();
 
-    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", outcome.object_id), None);
+    let stored = rest(&server_a(), "GET", &format!("/classes/{class}/{}", synced_id(&outcome)), None);
     assert_eq!(stored["center"], json!({"__type": "GeoPoint", "latitude": -34.6, "longitude": -58.4}));
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::errors::{error, ErrorKind, SyncResult};
+use crate::errors::{error, ErrorKind, SyncError, SyncResult};
 use crate::{iso_date, validate};
 
 /// Fields Parse manages itself; the caller's values for them are never sent.
@@ -24,7 +24,21 @@ pub type FieldTypes = HashMap<String, String>;
 
 /// Looks up the objectId bound to `(class, local id)`.
 pub trait LocalIdResolver {
+    /// Returns the objectId to write, `None` to keep the `localId` for a later
+    /// attempt, or an error when the local id can never be resolved.
     fn resolve(&self, class_name: &str, local_id: &str) -> SyncResult<Option<String>>;
+}
+
+/// True when `value` still holds a Pointer by `localId` somewhere.
+pub fn has_unresolved_pointer(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => {
+            let is_pointer = map.get("__type").and_then(Value::as_str) == Some("Pointer");
+            (is_pointer && map.contains_key("localId")) || map.values().any(has_unresolved_pointer)
+        }
+        Value::Array(items) => items.iter().any(has_unresolved_pointer),
+        _ => false,
+    }
 }
 
 /// Encodes the top-level fields of one object. Reserved fields must already be
@@ -116,16 +130,12 @@ fn encode_pointer(field: &str, map: &mut Map<String, Value>, resolver: &dyn Loca
     match resolver.resolve(&class_name, &local_id)? {
         Some(object_id) => {
             map.insert("objectId".to_owned(), Value::String(object_id));
-            Ok(())
         }
-        None => Err(error(
-            ErrorKind::ObjectNotFound,
-            format!("{class_name}/{local_id}"),
-            format!(
-                "field {field:?} points to local id {local_id:?} of class {class_name}, which has not been synced; sync that record first"
-            ),
-        )),
+        None => {
+            map.insert("localId".to_owned(), Value::String(local_id));
+        }
     }
+    Ok(())
 }
 
 fn check_geo_point(field: &str, map: &Map<String, Value>) -> SyncResult<()> {
@@ -151,7 +161,16 @@ fn encode_operation(field: &str, map: Map<String, Value>) -> SyncResult<Value> {
     }
 }
 
-fn invalid(field: &str, detail: String) -> crate::errors::SyncError {
+/// The error for a Pointer to a local id that was never synced.
+pub fn unknown_local_id(class_name: &str, local_id: &str) -> SyncError {
+    error(
+        ErrorKind::ObjectNotFound,
+        format!("{class_name}/{local_id}"),
+        format!("a Pointer names local id {local_id:?} of class {class_name}, which was never synced; sync that record first"),
+    )
+}
+
+fn invalid(field: &str, detail: String) -> SyncError {
     error(ErrorKind::InvalidValue, field, format!("field {field:?}: {detail}"))
 }
 
@@ -164,7 +183,11 @@ mod tests {
 
     impl LocalIdResolver for Bindings {
         fn resolve(&self, class_name: &str, local_id: &str) -> SyncResult<Option<String>> {
-            Ok((class_name == "Farmer" && local_id == "f-7").then(|| "Abc123XYZ0".to_owned()))
+            match (class_name, local_id) {
+                ("Farmer", "f-7") => Ok(Some("Abc123XYZ0".to_owned())),
+                ("Farmer", "f-9") => Ok(None),
+                _ => Err(unknown_local_id(class_name, local_id)),
+            }
         }
     }
 
@@ -206,6 +229,13 @@ mod tests {
         let err = encode(json!({"owner": {"__type": "Pointer", "className": "Farmer", "localId": "f-8"}}), &[]).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ObjectNotFound);
         assert_eq!(err.subject.as_deref(), Some("Farmer/f-8"));
+    }
+
+    #[test]
+    fn pending_local_id_is_kept_for_later() {
+        let out = encode(json!({"owner": {"__type": "Pointer", "className": "Farmer", "localId": "f-9"}}), &[]).unwrap();
+        assert_eq!(out["owner"], json!({"__type": "Pointer", "className": "Farmer", "localId": "f-9"}));
+        assert!(has_unresolved_pointer(&out));
     }
 
     #[test]

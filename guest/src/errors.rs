@@ -14,6 +14,7 @@ pub fn error(kind: ErrorKind, subject: impl Into<String>, detail: impl Into<Stri
         detail: detail.into(),
         parse_code: None,
         http_status: None,
+        retry_after: None,
     }
 }
 
@@ -25,6 +26,7 @@ pub fn internal(detail: impl Into<String>) -> SyncError {
         detail: detail.into(),
         parse_code: None,
         http_status: None,
+        retry_after: None,
     }
 }
 
@@ -33,7 +35,7 @@ pub fn internal(detail: impl Into<String>) -> SyncError {
 /// Parse answers `{"code":N,"error":"..."}`; some versions and adapters use
 /// `message` instead of `error`; a 403 from the key check is
 /// `{"error":"unauthorized"}` without a code; proxies answer HTML pages.
-pub fn from_response(status: u16, body: &[u8], subject: &str) -> SyncError {
+pub fn from_response(status: u16, body: &[u8], retry_after: Option<u32>, subject: &str) -> SyncError {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let code = json
         .as_ref()
@@ -53,7 +55,97 @@ pub fn from_response(status: u16, body: &[u8], subject: &str) -> SyncError {
         detail: message,
         parse_code: code,
         http_status: Some(status),
+        retry_after,
     }
+}
+
+/// Decodes one item's error of a `/batch` answer: `{"code":N,"error":"..."}`.
+pub fn from_batch_item(error: &serde_json::Value, subject: &str) -> SyncError {
+    let code = error.get("code").and_then(|c| c.as_i64()).map(|c| c as i32);
+    let message = error.get("error").or_else(|| error.get("message")).and_then(|m| m.as_str()).unwrap_or("batch item failed");
+    SyncError {
+        kind: classify(400, code),
+        subject: Some(subject.to_owned()),
+        detail: message.to_owned(),
+        parse_code: code,
+        http_status: None,
+        retry_after: None,
+    }
+}
+
+/// What the outbox does with a write that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Send it again later: the network, the server or its load failed.
+    Transient,
+    /// Keep it, and stop sending to this database until its keys work again.
+    Pause,
+    /// Move it to the dead-letter list: sending it again cannot succeed.
+    Permanent,
+}
+
+/// Classifies a failed send. Transient: network errors, timeouts, 5xx, 408,
+/// 429 and Parse codes 1, 100, 124, 155. Pause: rejected keys (401, 403
+/// without a code, 119, 209) and requests the host's capability denies.
+/// Permanent: everything else, such as 103, 105, 107, 111, 116, 121, 142,
+/// 413 and HTML 4xx pages.
+pub fn disposition(error: &SyncError) -> Disposition {
+    match error.kind {
+        ErrorKind::ServerUnavailable | ErrorKind::StateStore => Disposition::Transient,
+        ErrorKind::Unauthorized | ErrorKind::RequestDenied => Disposition::Pause,
+        _ => Disposition::Permanent,
+    }
+}
+
+/// The error's kind as spelt in the WIT enum, for storage in `app_config`.
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, name)| *name).unwrap_or("internal")
+}
+
+pub fn kind_from_name(name: &str) -> ErrorKind {
+    KINDS.iter().find(|(_, n)| *n == name).map(|(kind, _)| *kind).unwrap_or(ErrorKind::Internal)
+}
+
+const KINDS: [(ErrorKind, &str); 14] = [
+    (ErrorKind::UnknownDatabase, "unknown-database"),
+    (ErrorKind::SyncDisabled, "sync-disabled"),
+    (ErrorKind::InvalidClassName, "invalid-class-name"),
+    (ErrorKind::InvalidFieldName, "invalid-field-name"),
+    (ErrorKind::InvalidJson, "invalid-json"),
+    (ErrorKind::InvalidValue, "invalid-value"),
+    (ErrorKind::ObjectTooLarge, "object-too-large"),
+    (ErrorKind::ObjectNotFound, "object-not-found"),
+    (ErrorKind::ServerRejected, "server-rejected"),
+    (ErrorKind::ServerUnavailable, "server-unavailable"),
+    (ErrorKind::Unauthorized, "unauthorized"),
+    (ErrorKind::RequestDenied, "request-denied"),
+    (ErrorKind::StateStore, "state-store"),
+    (ErrorKind::Internal, "internal"),
+];
+
+/// Stores an error as JSON text.
+pub fn to_json(error: &SyncError) -> String {
+    serde_json::json!({
+        "kind": kind_name(error.kind),
+        "subject": error.subject,
+        "detail": error.detail,
+        "parse_code": error.parse_code,
+        "http_status": error.http_status,
+    })
+    .to_string()
+}
+
+/// Reads an error stored by [`to_json`].
+pub fn from_json(text: &str) -> Option<SyncError> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(SyncError {
+        kind: kind_from_name(value.get("kind")?.as_str()?),
+        subject: value.get("subject").and_then(|s| s.as_str()).map(str::to_owned),
+        detail: value.get("detail")?.as_str()?.to_owned(),
+        parse_code: value.get("parse_code").and_then(|c| c.as_i64()).map(|c| c as i32),
+        http_status: value.get("http_status").and_then(|c| c.as_u64()).map(|c| c as u16),
+        retry_after: None,
+    })
 }
 
 /// Maps an HTTP status and Parse error code to the error kind.
@@ -72,7 +164,6 @@ pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
         Some(_) => ErrorKind::ServerRejected,
         None => match status {
             401 | 403 => ErrorKind::Unauthorized,
-            404 => ErrorKind::ObjectNotFound,
             413 => ErrorKind::ObjectTooLarge,
             408 | 429 | 500..=599 => ErrorKind::ServerUnavailable,
             _ => ErrorKind::ServerRejected,
@@ -100,7 +191,7 @@ mod tests {
 
     #[test]
     fn decodes_code_and_error() {
-        let e = from_response(400, br#"{"code":111,"error":"schema mismatch"}"#, "Plot");
+        let e = from_response(400, br#"{"code":111,"error":"schema mismatch"}"#, None, "Plot");
         assert_eq!(e.kind, ErrorKind::ServerRejected);
         assert_eq!(e.parse_code, Some(111));
         assert_eq!(e.detail, "schema mismatch");
@@ -109,14 +200,14 @@ mod tests {
 
     #[test]
     fn decodes_code_and_message() {
-        let e = from_response(404, br#"{"code":101,"message":"Object not found."}"#, "x");
+        let e = from_response(404, br#"{"code":101,"message":"Object not found."}"#, None, "x");
         assert_eq!(e.kind, ErrorKind::ObjectNotFound);
         assert_eq!(e.detail, "Object not found.");
     }
 
     #[test]
     fn unauthorized_without_code() {
-        let e = from_response(403, br#"{"error":"unauthorized"}"#, "x");
+        let e = from_response(403, br#"{"error":"unauthorized"}"#, None, "x");
         assert_eq!(e.kind, ErrorKind::Unauthorized);
         assert_eq!(e.parse_code, None);
     }
@@ -124,15 +215,57 @@ mod tests {
     #[test]
     fn html_gateway_page_is_unavailable() {
         let body = b"<html>\n<head><title>502 Bad Gateway</title></head></html>";
-        let e = from_response(502, body, "x");
+        let e = from_response(502, body, None, "x");
         assert_eq!(e.kind, ErrorKind::ServerUnavailable);
         assert_eq!(e.detail, "<html> <head><title>502 Bad Gateway</title></head></html>");
     }
 
     #[test]
     fn html_413_is_too_large() {
-        let e = from_response(413, b"<html>Request Entity Too Large</html>", "x");
+        let e = from_response(413, b"<html>Request Entity Too Large</html>", None, "x");
         assert_eq!(e.kind, ErrorKind::ObjectTooLarge);
+    }
+
+    #[test]
+    fn html_404_is_not_object_not_found() {
+        let e = from_response(404, b"<html>Cannot GET /parsex/classes/Plot</html>", None, "x");
+        assert_eq!(e.kind, ErrorKind::ServerRejected);
+        assert_eq!(disposition(&e), Disposition::Permanent);
+    }
+
+    #[test]
+    fn dispositions_follow_the_table() {
+        let of = |status: u16, code: Option<i32>| {
+            let body = match code {
+                Some(code) => format!(r#"{{"code":{code},"error":"e"}}"#),
+                None => "<html>error</html>".to_owned(),
+            };
+            disposition(&from_response(status, body.as_bytes(), None, "x"))
+        };
+        for code in [1, 100, 124, 155] {
+            assert_eq!(of(400, Some(code)), Disposition::Transient, "code {code}");
+        }
+        for status in [500, 502, 503, 504, 429, 408] {
+            assert_eq!(of(status, None), Disposition::Transient, "status {status}");
+        }
+        for code in [119, 209] {
+            assert_eq!(of(400, Some(code)), Disposition::Pause, "code {code}");
+        }
+        assert_eq!(of(403, None), Disposition::Pause);
+        for code in [103, 105, 107, 111, 116, 121, 137, 142] {
+            assert_eq!(of(400, Some(code)), Disposition::Permanent, "code {code}");
+        }
+        assert_eq!(of(413, None), Disposition::Permanent);
+        assert_eq!(of(400, None), Disposition::Permanent);
+    }
+
+    #[test]
+    fn error_json_round_trip() {
+        let e = from_response(400, br#"{"code":111,"error":"schema mismatch"}"#, None, "Plot");
+        let back = from_json(&to_json(&e)).unwrap();
+        assert_eq!(back.kind, ErrorKind::ServerRejected);
+        assert_eq!(back.parse_code, Some(111));
+        assert_eq!(back.detail, "schema mismatch");
     }
 
     #[test]

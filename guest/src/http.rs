@@ -17,6 +17,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HttpResponse {
     pub status: u16,
     pub body: Vec<u8>,
+    /// `Retry-After` in seconds, when the server sent it as a number.
+    pub retry_after: Option<u32>,
 }
 
 /// Sends one request and reads the whole response.
@@ -36,8 +38,12 @@ pub fn send(method: Method, url: &str, headers: &[(&'static str, &str)], body: O
 
     let response = request.send().map_err(|e| transport_error(url, e))?;
     let status = response.status_code();
+    let retry_after = response
+        .header("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let body = response.body().map_err(|e| transport_error(url, e))?;
-    Ok(HttpResponse { status, body })
+    Ok(HttpResponse { status, body, retry_after })
 }
 
 fn transport_error(url: &str, err: anyhow::Error) -> SyncError {

@@ -24,8 +24,10 @@ mod bindings {
 }
 
 pub mod client_factory;
+pub mod db_state;
 pub mod encode;
 pub mod errors;
+pub mod flusher;
 pub mod http;
 pub mod ids;
 pub mod iso_date;

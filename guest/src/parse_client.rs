@@ -110,16 +110,95 @@ impl ParseClient {
             .collect())
     }
 
+    /// Creates an object with a stable `X-Parse-Request-Id`: Parse Server's
+    /// idempotency check answers 159 to a repeat of the same id instead of
+    /// creating the object twice. Returns the objectId the server chose.
+    pub fn create_idempotent(&self, class_name: &str, body: &Map<String, Value>, request_id: &str) -> SyncResult<String> {
+        let path = class_path(class_name, None);
+        let answer = self.call_with_headers(Method::Post, &path, Some(body), class_name, &[("X-Parse-Request-Id", request_id)])?;
+        match answer.get("objectId").and_then(Value::as_str) {
+            Some(id) => Ok(id.to_owned()),
+            None => Err(errors::internal(format!("create in {class_name} answered without an objectId: {answer}"))),
+        }
+    }
+
+    /// The objectId of the object whose `field` equals `value`, if any.
+    pub fn find_id_by_field(&self, class_name: &str, field: &str, value: &str) -> SyncResult<Option<String>> {
+        let page = QueryPage {
+            where_: json!({ field: value }),
+            limit: 1,
+            skip: 0,
+            order: None,
+            keys: Some("objectId".to_owned()),
+        };
+        match self.query_page(class_name, &page) {
+            Ok(results) => Ok(results.first().and_then(|o| o.get("objectId")).and_then(Value::as_str).map(str::to_owned)),
+            // The class does not exist yet, so neither does the object.
+            Err(e) if e.parse_code == Some(103) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends up to 50 operations in one `/batch` request. Parse runs them
+    /// concurrently and answers one result per operation, in order: the
+    /// `success` object or the `error`. A failure of the request itself is
+    /// the `Err`.
+    pub fn batch(&self, operations: &[BatchOperation]) -> SyncResult<Vec<Result<Value, Value>>> {
+        let mount = self.mount_path();
+        let requests: Vec<Value> = operations
+            .iter()
+            .map(|op| {
+                let mut request = json!({ "method": op.method, "path": format!("{mount}{}", op.path) });
+                if let Some(body) = &op.body {
+                    request["body"] = Value::Object(body.clone());
+                }
+                request
+            })
+            .collect();
+        let body = json!({ "requests": requests });
+        let answer = self.call(Method::Post, "/batch", body.as_object(), "/batch")?;
+        let Some(items) = answer.as_array().filter(|items| items.len() == operations.len()) else {
+            return Err(errors::internal(format!("/batch answered {} results for {} operations", answer.as_array().map_or(0, Vec::len), operations.len())));
+        };
+        Ok(items
+            .iter()
+            .map(|item| match (item.get("success"), item.get("error")) {
+                (Some(success), _) => Ok(success.clone()),
+                (None, Some(error)) => Err(error.clone()),
+                (None, None) => Err(json!({ "code": 1, "error": format!("unexpected batch item {item}") })),
+            })
+            .collect())
+    }
+
+    /// The server URL's path, such as `/parse`; `/batch` operations name
+    /// their paths with it.
+    fn mount_path(&self) -> String {
+        let after_scheme = self.server_url.split_once("://").map_or(self.server_url.as_str(), |(_, rest)| rest);
+        after_scheme.find('/').map(|i| after_scheme[i..].to_owned()).unwrap_or_default()
+    }
+
     /// Sends a raw request; used by the server check, which needs to read
     /// error answers itself.
     pub fn call(&self, method: Method, path: &str, body: Option<&Map<String, Value>>, subject: &str) -> SyncResult<Value> {
+        self.call_with_headers(method, path, body, subject, &[])
+    }
+
+    fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Map<String, Value>>,
+        subject: &str,
+        extra_headers: &[(&'static str, &str)],
+    ) -> SyncResult<Value> {
         let url = format!("{}{}", self.server_url, path);
         let body = body.map(|b| serde_json::to_vec(b).expect("a JSON map always serializes"));
-        let headers = [("X-Parse-Application-Id", self.app_id.as_str()), ("Content-Type", "application/json")];
+        let mut headers = vec![("X-Parse-Application-Id", self.app_id.as_str()), ("Content-Type", "application/json")];
+        headers.extend_from_slice(extra_headers);
 
         let response = http::send(method, &url, &headers, body)?;
         if !(200..300).contains(&response.status) {
-            return Err(errors::from_response(response.status, &response.body, subject));
+            return Err(errors::from_response(response.status, &response.body, response.retry_after, subject));
         }
         if response.body.is_empty() {
             return Ok(Value::Null);
@@ -127,6 +206,29 @@ impl ParseClient {
         serde_json::from_slice(&response.body).map_err(|e| {
             error(ErrorKind::Internal, url.clone(), format!("{url} answered {} with invalid JSON: {e}", response.status))
         })
+    }
+}
+
+/// One operation of a `/batch` request.
+#[derive(Debug, Clone)]
+pub struct BatchOperation {
+    pub method: &'static str,
+    /// The path below the server URL, such as `/classes/Plot/abc`.
+    pub path: String,
+    pub body: Option<Map<String, Value>>,
+}
+
+impl BatchOperation {
+    pub fn create(class_name: &str, body: Map<String, Value>) -> Self {
+        Self { method: "POST", path: class_path(class_name, None), body: Some(body) }
+    }
+
+    pub fn update(class_name: &str, object_id: &str, body: Map<String, Value>) -> Self {
+        Self { method: "PUT", path: class_path(class_name, Some(object_id)), body: Some(body) }
+    }
+
+    pub fn delete(class_name: &str, object_id: &str) -> Self {
+        Self { method: "DELETE", path: class_path(class_name, Some(object_id)), body: None }
     }
 }
 

@@ -9,15 +9,22 @@ use serde_json::{Map, Value};
 
 use crate::bindings::agros::sync::config;
 use crate::bindings::agros::sync::id_map::{self, Binding};
+use crate::bindings::agros::sync::outbox::{self, NewEntry, Operation};
 use crate::bindings::exports::agros::sync::sync_manager::{
-    ClientStatus, Guest, ObjectRef, QueryOptions, SyncOutcome, SyncStatus,
+    ClientStatus, FlushReport, Guest, ObjectRef, QueryOptions, SyncOutcome, SyncStatus,
 };
 use crate::client_factory::{ManagedClient, ParseClientFactory};
-use crate::encode::{self, LocalIdResolver, RESERVED_FIELDS};
+use crate::db_state::DatabaseState;
+use crate::encode::{self, FieldTypes, LocalIdResolver, RESERVED_FIELDS};
 use crate::errors::{error, ErrorKind, SyncError, SyncResult};
+use crate::flusher::{self, Scope};
 use crate::parser_service::ParserService;
 use crate::query::{self, QueryRequest};
 use crate::{ids, log, validate};
+
+/// Entries one `sync-object` call may send for its object: its own and the
+/// ones queued before it.
+const IMMEDIATE_BUDGET: u32 = 20;
 
 thread_local! {
     static FACTORY: RefCell<ParseClientFactory> = RefCell::new(ParseClientFactory::default());
@@ -33,7 +40,7 @@ impl Guest for crate::Component {
         FACTORY.with_borrow_mut(|factory| sync_object(factory, &database_key, &class_name, &object_data, local_id.as_deref()))
     }
 
-    fn delete_object(database_key: String, class_name: String, target: ObjectRef) -> Result<(), SyncError> {
+    fn delete_object(database_key: String, class_name: String, target: ObjectRef) -> Result<SyncOutcome, SyncError> {
         FACTORY.with_borrow_mut(|factory| delete_object(factory, &database_key, &class_name, target))
     }
 
@@ -49,16 +56,26 @@ impl Guest for crate::Component {
     fn get_all_clients_status() -> Vec<ClientStatus> {
         FACTORY.with_borrow_mut(all_clients_status)
     }
+
+    fn flush(database_key: Option<String>, max_entries: u32, force: bool) -> Result<FlushReport, SyncError> {
+        FACTORY.with_borrow_mut(|factory| flush(factory, database_key.as_deref(), max_entries, force))
+    }
 }
 
-/// Resolves Pointers by local id through the host's id map.
+/// Resolves Pointers by local id when a write is recorded: a confirmed
+/// binding is written in; one whose create is still queued keeps its
+/// `localId` until the send.
 struct IdMapResolver<'a> {
     database_key: &'a str,
 }
 
 impl LocalIdResolver for IdMapResolver<'_> {
     fn resolve(&self, class_name: &str, local_id: &str) -> SyncResult<Option<String>> {
-        Ok(id_map::get(self.database_key, class_name, local_id).map(|b| b.object_id))
+        match id_map::get(self.database_key, class_name, local_id) {
+            Some(binding) if binding.confirmed => Ok(Some(binding.object_id)),
+            Some(_) => Ok(None),
+            None => Err(encode::unknown_local_id(class_name, local_id)),
+        }
     }
 }
 
@@ -77,77 +94,77 @@ fn sync_object(
     for field in RESERVED_FIELDS {
         object.remove(field);
     }
-
-    ParserService::ensure_ready(managed)?;
-    let field_names: Vec<&str> = object.keys().map(String::as_str).collect();
-    let field_types = ParserService::class_fields(managed, class_name, &field_names)?.clone();
+    // Schema-driven conversions wait for the send, when the server is known
+    // to be reachable; everything that can fail on the data fails here.
     let resolver = IdMapResolver { database_key };
-    let body = encode::encode_object(object, &field_types, &resolver)?;
+    let body = encode::encode_object(object, &FieldTypes::new(), &resolver)?;
     check_size(&body, class_name)?;
+    let payload = Value::Object(body).to_string();
 
-    let (object_id, created) = write(managed, class_name, body, explicit_id, local_id)?;
-    log::debug("synced object", &[("database", database_key), ("class", class_name), ("object_id", &object_id)]);
-    Ok(SyncOutcome { status: SyncStatus::Synced, object_id, created })
-}
-
-/// Sends the write: an update when the object is known, a create otherwise.
-/// Returns the objectId and whether this call created the object.
-fn write(
-    managed: &mut ManagedClient,
-    class_name: &str,
-    mut body: Map<String, Value>,
-    explicit_id: Option<String>,
-    local_id: Option<&str>,
-) -> SyncResult<(String, bool)> {
-    let database_key = managed.client.database_key.clone();
-    let bind = |object_id: &str, confirmed: bool| {
-        if let Some(local_id) = local_id {
-            let binding = Binding { object_id: object_id.to_owned(), confirmed };
-            id_map::put(&database_key, class_name, local_id, &binding);
-        }
+    let (operation, object_id) = plan_write(database_key, class_name, explicit_id, local_id);
+    let coalesced = match operation {
+        Operation::Update => outbox::coalesce(database_key, class_name, &object_id, &payload),
+        _ => None,
     };
+    let entry_id = coalesced.unwrap_or_else(|| {
+        outbox::enqueue(&NewEntry {
+            database_key: database_key.to_owned(),
+            class_name: class_name.to_owned(),
+            operation,
+            object_id: object_id.clone(),
+            local_id: local_id.map(str::to_owned),
+            payload,
+        })
+    });
+    // An update merged into a queued create still creates the object.
+    let created = outbox::get(entry_id).is_some_and(|entry| entry.operation == Operation::Create);
+    deliver(managed, class_name, &object_id, entry_id, created)
+}
 
+/// Decides between an update of a known object and a create, and the
+/// objectId: the caller's, the local id's binding, or a new one.
+fn plan_write(database_key: &str, class_name: &str, explicit_id: Option<String>, local_id: Option<&str>) -> (Operation, String) {
     if let Some(object_id) = explicit_id {
-        managed.client.update(class_name, &object_id, &body)?;
-        bind(&object_id, true);
-        return Ok((object_id, false));
-    }
-
-    let binding = local_id.and_then(|id| id_map::get(&database_key, class_name, id));
-    if let Some(Binding { object_id, confirmed: true }) = binding {
-        managed.client.update(class_name, &object_id, &body)?;
-        return Ok((object_id, false));
-    }
-
-    let custom_ids = managed.check.as_ref().and_then(|c| c.custom_object_ids) == Some(true);
-    if !custom_ids {
-        let object_id = managed.client.create(class_name, &body)?;
-        bind(&object_id, true);
-        return Ok((object_id, true));
-    }
-
-    // The objectId is chosen here and bound before the request, so a repeat
-    // after a lost answer sends the same id. Parse answers 137 (duplicate
-    // value) when that object already exists; then this write is an update.
-    let object_id = binding.map(|b| b.object_id).unwrap_or_else(ids::new_object_id);
-    bind(&object_id, false);
-    body.insert("objectId".to_owned(), Value::String(object_id.clone()));
-    match managed.client.create(class_name, &body) {
-        Ok(_) => {
-            bind(&object_id, true);
-            Ok((object_id, true))
+        if let Some(local_id) = local_id {
+            let binding = Binding { object_id: object_id.clone(), confirmed: true };
+            id_map::put(database_key, class_name, local_id, &binding);
         }
-        Err(e) if e.parse_code == Some(137) && local_id.is_some() => {
-            body.remove("objectId");
-            managed.client.update(class_name, &object_id, &body)?;
-            bind(&object_id, true);
-            Ok((object_id, false))
-        }
-        Err(e) => Err(e),
+        return (Operation::Update, object_id);
+    }
+    match local_id.and_then(|id| id_map::get(database_key, class_name, id)) {
+        Some(binding) => (Operation::Update, binding.object_id),
+        None => (Operation::Create, ids::new_object_id()),
     }
 }
 
-fn delete_object(factory: &mut ParseClientFactory, database_key: &str, class_name: &str, target: ObjectRef) -> SyncResult<()> {
+/// Tries to send the object's queued writes now and reports what became of
+/// entry `entry_id`.
+fn deliver(managed: &mut ManagedClient, class_name: &str, object_id: &str, entry_id: u64, created: bool) -> SyncResult<SyncOutcome> {
+    let scope = Scope::Object { class_name, object_id };
+    let result = flusher::flush_database(managed, scope, IMMEDIATE_BUDGET, false);
+
+    if let Some(final_id) = result.delivered.get(&entry_id) {
+        return Ok(SyncOutcome { status: SyncStatus::Synced, object_id: Some(final_id.clone()), outbox_id: entry_id, created });
+    }
+    if let Some(error) = result.dead_lettered.get(&entry_id) {
+        let mut error = error.clone();
+        error.detail = format!("{} (kept as dead letter {entry_id})", error.detail);
+        return Err(error);
+    }
+
+    // Queued. A create's objectId is final only on a server known to accept
+    // client-chosen ids.
+    let id_is_final = !created || managed.check.as_ref().and_then(|c| c.custom_object_ids) == Some(true);
+    log::debug("write queued", &[("database", &managed.client.database_key), ("class", class_name), ("outbox_id", &entry_id.to_string())]);
+    Ok(SyncOutcome {
+        status: SyncStatus::Queued,
+        object_id: id_is_final.then(|| object_id.to_owned()),
+        outbox_id: entry_id,
+        created,
+    })
+}
+
+fn delete_object(factory: &mut ParseClientFactory, database_key: &str, class_name: &str, target: ObjectRef) -> SyncResult<SyncOutcome> {
     let managed = factory.client(database_key)?;
     validate::class_name(class_name)?;
     let object_id = match target {
@@ -161,12 +178,36 @@ fn delete_object(factory: &mut ParseClientFactory, database_key: &str, class_nam
         },
     };
 
-    ParserService::ensure_ready(managed)?;
-    match managed.client.delete(class_name, &object_id) {
-        // Deleting what is already gone is the outcome the caller wanted.
-        Err(e) if e.kind == ErrorKind::ObjectNotFound => Ok(()),
-        other => other,
+    let entry_id = outbox::enqueue(&NewEntry {
+        database_key: database_key.to_owned(),
+        class_name: class_name.to_owned(),
+        operation: Operation::Delete,
+        object_id: object_id.clone(),
+        local_id: None,
+        payload: "{}".to_owned(),
+    });
+    deliver(managed, class_name, &object_id, entry_id, false)
+}
+
+fn flush(factory: &mut ParseClientFactory, database_key: Option<&str>, max_entries: u32, force: bool) -> SyncResult<FlushReport> {
+    let keys: Vec<String> = match database_key {
+        Some(key) => {
+            factory.client(key)?;
+            vec![key.to_owned()]
+        }
+        None => factory.databases().iter().filter(|d| d.sync).map(|d| d.key.clone()).collect(),
+    };
+
+    let mut report = FlushReport { delivered: 0, retried: 0, dead_lettered: 0, pending: 0 };
+    for key in keys {
+        let managed = factory.client(&key)?;
+        let result = flusher::flush_database(managed, Scope::All, max_entries, force);
+        report.delivered += result.delivered.len() as u32;
+        report.retried += result.retried;
+        report.dead_lettered += result.dead_lettered.len() as u32;
+        report.pending += outbox::stats(&key).pending;
     }
+    Ok(report)
 }
 
 fn query_objects(
@@ -220,6 +261,12 @@ fn all_clients_status(factory: &mut ParseClientFactory) -> Vec<ClientStatus> {
             server_version: None,
             custom_object_ids: None,
             last_error: None,
+            pending: 0,
+            oldest_pending_at: None,
+            dead_letters: 0,
+            last_success_at: None,
+            next_retry_at: None,
+            paused: None,
         };
         if database.sync {
             let managed = factory.client(&database.key).expect("a configured, synced database has a client");
@@ -227,7 +274,16 @@ fn all_clients_status(factory: &mut ParseClientFactory) -> Vec<ClientStatus> {
             status.reachable = check.reachable;
             status.server_version = check.version.clone();
             status.custom_object_ids = check.custom_object_ids;
-            status.last_error = check.error.clone();
+
+            let stats = outbox::stats(&database.key);
+            let state = DatabaseState::load(&database.key);
+            status.pending = stats.pending;
+            status.oldest_pending_at = stats.oldest_pending_at;
+            status.dead_letters = stats.dead;
+            status.last_success_at = state.last_success_at;
+            status.next_retry_at = state.retry_at.filter(|_| stats.pending > 0);
+            status.paused = state.paused;
+            status.last_error = check.error.clone().or(state.last_error);
         }
         statuses.push(status);
     }

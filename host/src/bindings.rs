@@ -8,4 +8,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use agros::sync::types::{ErrorKind, SyncError};
-pub use exports::agros::sync::sync_manager::{ClientStatus, ObjectRef, QueryOptions, SyncOutcome, SyncStatus};
+pub use exports::agros::sync::sync_manager::{ClientStatus, FlushReport, ObjectRef, QueryOptions, SyncOutcome, SyncStatus};

@@ -40,6 +40,13 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_PLUGIN_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 /// Default `limits.call_timeout_secs`: time one exported call may take.
 pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 300;
+/// Default `limits.batch_size`: Parse Server's `/batch` takes up to 50
+/// operations per request in common deployments.
+pub const DEFAULT_BATCH_SIZE: u32 = 50;
+/// Default `limits.retry_initial_ms`.
+pub const DEFAULT_RETRY_INITIAL_MS: u64 = 1000;
+/// Default `limits.retry_max_ms`: 5 minutes.
+pub const DEFAULT_RETRY_MAX_MS: u64 = 300_000;
 /// Default `plugin.path`, the guest's release build inside this repository.
 pub const DEFAULT_PLUGIN_PATH: &str = "target/wasm32-wasip2/release/agros_sync_guest.wasm";
 /// Default `state.url`.
@@ -92,6 +99,9 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     pub plugin_memory_bytes: usize,
     pub call_timeout_secs: u64,
+    pub batch_size: u32,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 /// One entry of `databases:`.
@@ -153,6 +163,9 @@ struct RawLimits {
     request_timeout_secs: Option<u64>,
     plugin_memory_bytes: Option<u64>,
     call_timeout_secs: Option<u64>,
+    batch_size: Option<u32>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -272,7 +285,16 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
         request_timeout_secs: positive(raw.limits.request_timeout_secs, DEFAULT_REQUEST_TIMEOUT_SECS, "limits.request_timeout_secs")?,
         plugin_memory_bytes: positive(raw.limits.plugin_memory_bytes, DEFAULT_PLUGIN_MEMORY_BYTES, "limits.plugin_memory_bytes")? as usize,
         call_timeout_secs: positive(raw.limits.call_timeout_secs, DEFAULT_CALL_TIMEOUT_SECS, "limits.call_timeout_secs")?,
+        batch_size: positive(raw.limits.batch_size.map(u64::from), DEFAULT_BATCH_SIZE.into(), "limits.batch_size")? as u32,
+        retry_initial_ms: positive(raw.limits.retry_initial_ms, DEFAULT_RETRY_INITIAL_MS, "limits.retry_initial_ms")?,
+        retry_max_ms: positive(raw.limits.retry_max_ms, DEFAULT_RETRY_MAX_MS, "limits.retry_max_ms")?,
     };
+    if limits.batch_size > 50 {
+        return Err(("limits.batch_size".into(), format!("{} is above 50, the most operations one Parse /batch request should carry", limits.batch_size)));
+    }
+    if limits.retry_max_ms < limits.retry_initial_ms {
+        return Err(("limits.retry_max_ms".into(), "must not be less than limits.retry_initial_ms".into()));
+    }
     let state = state_location(raw.state.url.as_deref().unwrap_or(DEFAULT_STATE_URL), base_dir)?;
     let plugin_path = base_dir.join(raw.plugin.path.unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_PATH)));
 

@@ -12,10 +12,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::bindings::agros::sync::{app_config, config, id_map, log, types};
+use crate::bindings::agros::sync::{app_config, config, id_map, log, outbox, types};
 use crate::config::Config;
 use crate::http_capability::{CapabilityHooks, HttpCapability};
-use crate::state::{IdBinding, SqliteStore};
+use crate::state::{self as state, IdBinding, SqliteStore};
 
 /// Bytes of guest stderr kept for error reports (a panic message fits).
 const STDERR_CAPACITY: usize = 64 * 1024;
@@ -48,6 +48,9 @@ impl TenantContext {
             limits: config::PluginLimits {
                 max_object_bytes: config.limits.max_object_bytes,
                 query_page_size: config.limits.query_page_size,
+                batch_size: config.limits.batch_size,
+                retry_initial_ms: config.limits.retry_initial_ms,
+                retry_max_ms: config.limits.retry_max_ms,
             },
             memory_limit_bytes: config.limits.plugin_memory_bytes,
             store,
@@ -168,5 +171,103 @@ impl log::Host for HostState {
             log::Level::Error => tracing::error!(target: "agros_sync::plugin", tenant, "{message}{fields}"),
         }
         Ok(())
+    }
+}
+
+impl outbox::Host for HostState {
+    fn enqueue(&mut self, entry: outbox::NewEntry) -> wasmtime::Result<u64> {
+        self.database_known(&entry.database_key)?;
+        let entry = state::NewEntry {
+            database_key: entry.database_key,
+            class_name: entry.class_name,
+            operation: operation_from_wit(entry.operation),
+            object_id: entry.object_id,
+            local_id: entry.local_id,
+            payload: entry.payload,
+        };
+        Ok(self.tenant.store.outbox_enqueue(&self.tenant.name, &entry, now_millis())?)
+    }
+
+    fn coalesce(&mut self, database_key: String, class_name: String, object_id: String, payload: String) -> wasmtime::Result<Option<u64>> {
+        self.database_known(&database_key)?;
+        Ok(self.tenant.store.outbox_coalesce(&self.tenant.name, &database_key, &class_name, &object_id, &payload)?)
+    }
+
+    fn due(&mut self, database_key: String, now: u64, max: u32) -> wasmtime::Result<Vec<outbox::Entry>> {
+        let entries = self.tenant.store.outbox_due(&self.tenant.name, &database_key, now, max)?;
+        Ok(entries.into_iter().map(entry_to_wit).collect())
+    }
+
+    fn for_object(&mut self, database_key: String, class_name: String, object_id: String) -> wasmtime::Result<Vec<outbox::Entry>> {
+        let entries = self.tenant.store.outbox_for_object(&self.tenant.name, &database_key, &class_name, &object_id)?;
+        Ok(entries.into_iter().map(entry_to_wit).collect())
+    }
+
+    fn get(&mut self, id: u64) -> wasmtime::Result<Option<outbox::Entry>> {
+        Ok(self.tenant.store.outbox_get(&self.tenant.name, id)?.map(entry_to_wit))
+    }
+
+    fn complete(&mut self, id: u64, object_id: String) -> wasmtime::Result<()> {
+        Ok(self.tenant.store.outbox_complete(&self.tenant.name, id, &object_id)?)
+    }
+
+    fn retry_at(&mut self, id: u64, next_attempt_at: u64, code: Option<i32>, message: String) -> wasmtime::Result<()> {
+        Ok(self.tenant.store.outbox_retry_at(&self.tenant.name, id, next_attempt_at, code, &message)?)
+    }
+
+    fn dead_letter(&mut self, id: u64, code: Option<i32>, message: String) -> wasmtime::Result<()> {
+        tracing::warn!(tenant = %self.tenant.name, outbox_id = id, code, "outbox entry dead-lettered: {message}");
+        Ok(self.tenant.store.outbox_dead_letter(&self.tenant.name, id, code, &message)?)
+    }
+
+    fn stats(&mut self, database_key: String) -> wasmtime::Result<outbox::OutboxStats> {
+        let stats = self.tenant.store.outbox_stats(&self.tenant.name, &database_key)?;
+        Ok(outbox::OutboxStats {
+            pending: stats.pending,
+            dead: stats.dead,
+            oldest_pending_at: stats.oldest_pending_at,
+            next_attempt_at: stats.next_attempt_at,
+        })
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn operation_from_wit(operation: outbox::Operation) -> state::Operation {
+    match operation {
+        outbox::Operation::Create => state::Operation::Create,
+        outbox::Operation::Update => state::Operation::Update,
+        outbox::Operation::Delete => state::Operation::Delete,
+    }
+}
+
+fn entry_to_wit(entry: state::OutboxEntry) -> outbox::Entry {
+    outbox::Entry {
+        id: entry.id,
+        database_key: entry.database_key,
+        class_name: entry.class_name,
+        operation: match entry.operation {
+            state::Operation::Create => outbox::Operation::Create,
+            state::Operation::Update => outbox::Operation::Update,
+            state::Operation::Delete => outbox::Operation::Delete,
+        },
+        object_id: entry.object_id,
+        local_id: entry.local_id,
+        payload: entry.payload,
+        attempts: entry.attempts,
+        created_at: entry.created_at,
+        next_attempt_at: entry.next_attempt_at,
+        state: match entry.state {
+            state::EntryState::Pending => outbox::EntryState::Pending,
+            state::EntryState::Dead => outbox::EntryState::Dead,
+        },
+        last_error_code: entry.last_error_code,
+        last_error: entry.last_error,
     }
 }

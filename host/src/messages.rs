@@ -62,6 +62,8 @@ pub fn error_message(lang: Lang, code: &str, subject: &str, detail: &str) -> Str
         "invalid-config" => format!("configuración no válida: {detail}"),
         "invalid-csv" => format!("CSV no válido: {detail}"),
         "import-incomplete" => format!("importación incompleta de «{subject}»: {detail}"),
+        "flush-incomplete" => format!("envío incompleto: {detail}"),
+        "entry-not-found" => format!("no existe la entrada {subject} de la cola en ese estado; véalas con `agros-sync outbox list`"),
         "invalid-argument" => format!("argumento no válido: {detail}"),
         "io-error" => format!("error de E/S: {detail}"),
         _ => format!("error interno: {detail}"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use wasmtime::Store;
 
-use crate::bindings::{ClientStatus, ObjectRef, Plugin, QueryOptions, SyncError, SyncOutcome};
+use crate::bindings::{ClientStatus, FlushReport, ObjectRef, Plugin, QueryOptions, SyncError, SyncOutcome};
 use crate::config::Config;
 use crate::engine::{PluginRuntime, EPOCH_TICK};
 use crate::error::CallError;
@@ -61,7 +61,7 @@ impl Tenant {
         self.finish(&mut slot, call)?.map_err(CallError::Plugin)
     }
 
-    pub async fn delete_object(&self, database_key: &str, class_name: &str, target: &ObjectRef) -> Result<(), CallError> {
+    pub async fn delete_object(&self, database_key: &str, class_name: &str, target: &ObjectRef) -> Result<SyncOutcome, CallError> {
         let mut slot = self.instance.lock().await;
         let instance = self.ready(&mut slot).await?;
         let call = instance
@@ -88,6 +88,18 @@ impl Tenant {
         let instance = self.ready(&mut slot).await?;
         let call = instance.plugin.agros_sync_sync_manager().call_get_all_clients_status(&mut instance.store).await;
         self.finish(&mut slot, call)
+    }
+
+    /// Sends due outbox entries; see `flush` in the WIT file.
+    pub async fn flush(&self, database_key: Option<&str>, max_entries: u32, force: bool) -> Result<FlushReport, CallError> {
+        let mut slot = self.instance.lock().await;
+        let instance = self.ready(&mut slot).await?;
+        let call = instance
+            .plugin
+            .agros_sync_sync_manager()
+            .call_flush(&mut instance.store, database_key, max_entries, force)
+            .await;
+        self.finish(&mut slot, call)?.map_err(CallError::Plugin)
     }
 
     /// Returns the live instance, instantiating one if there is none, with a

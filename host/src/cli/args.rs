@@ -69,7 +69,46 @@ pub fn command(lang: Lang) -> Command {
                 .arg(Arg::new("keys").long("keys").value_name("FIELDS").help(t("Comma-separated fields to return", "Campos a devolver, separados por comas"))),
         )
         .subcommand(Command::new("status").about(t("Show every configured database's Parse client", "Muestra el cliente Parse de cada base de datos configurada")))
-        .subcommand(Command::new("app-config").about(t("List the app_config table of the tenant", "Lista la tabla app_config del tenant")));
+        .subcommand(Command::new("app-config").about(t("List the app_config table of the tenant", "Lista la tabla app_config del tenant")))
+        .subcommand(
+            Command::new("flush")
+                .about(t("Send every queued write now", "Envía ahora todas las escrituras en cola"))
+                .arg(Arg::new("database").value_name("DB").help(t("Only this database (default: every synced database)", "Solo esta base de datos (por defecto: todas las sincronizadas)"))),
+        )
+        .subcommand(
+            Command::new("outbox")
+                .about(t("Inspect and manage queued and dead-lettered writes", "Consulta y gestiona las escrituras en cola y las fallidas"))
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("list")
+                        .about(t("List outbox entries", "Lista las entradas de la cola"))
+                        .arg(Arg::new("database").long("database").value_name("DB").help(t("Only this database", "Solo esta base de datos")))
+                        .arg(Arg::new("dead").long("dead").action(ArgAction::SetTrue).conflicts_with("pending").help(t("Only dead letters", "Solo las fallidas")))
+                        .arg(Arg::new("pending").long("pending").action(ArgAction::SetTrue).help(t("Only pending entries", "Solo las pendientes")))
+                        .arg(Arg::new("limit").long("limit").value_name("N").default_value("100").value_parser(value_parser!(u32)).help(t("Maximum entries listed", "Número máximo de entradas"))),
+                )
+                .subcommand(
+                    Command::new("show")
+                        .about(t("Show one entry with its payload", "Muestra una entrada con sus datos"))
+                        .arg(Arg::new("id").value_name("ID").required(true).value_parser(value_parser!(u64)).help(t("Outbox entry id", "Id de la entrada"))),
+                )
+                .subcommand(
+                    Command::new("retry")
+                        .about(t("Send dead letters again", "Vuelve a enviar entradas fallidas"))
+                        .arg(Arg::new("ids").value_name("ID").num_args(1..).required_unless_present("all").value_parser(value_parser!(u64)).help(t("Dead letter ids", "Ids de las entradas fallidas")))
+                        .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help(t("Every dead letter", "Todas las entradas fallidas"))),
+                )
+                .subcommand(
+                    Command::new("discard")
+                        .about(t("Delete entries without sending them", "Borra entradas sin enviarlas"))
+                        .arg(Arg::new("ids").value_name("ID").num_args(1..).required(true).value_parser(value_parser!(u64)).help(t("Outbox entry ids", "Ids de las entradas"))),
+                ),
+        )
+        .subcommand(
+            Command::new("serve")
+                .about(t("Run the background flusher until interrupted", "Ejecuta el envío en segundo plano hasta que se interrumpa"))
+                .arg(Arg::new("interval").long("interval").value_name("MS").default_value("1000").value_parser(value_parser!(u64)).help(t("How often to look for due entries, in milliseconds", "Cada cuánto buscar entradas pendientes, en milisegundos"))),
+        );
 
     if lang == Lang::Es {
         command = spanish_help(command);
@@ -91,14 +130,23 @@ fn spanish_help(command: Command) -> Command {
         .arg(Arg::new("help").short('h').long("help").global(true).action(ArgAction::Help).help("Muestra esta ayuda"))
         .arg(Arg::new("version").short('V').long("version").action(ArgAction::Version).help("Muestra la versión"));
     for name in subcommand_names {
-        command = command.mut_subcommand(name, |sub| {
-            let template = if sub.get_positionals().next().is_some() {
-                "{about}\n\nUso: {usage}\n\nArgumentos:\n{positionals}\n\nOpciones:\n{options}"
-            } else {
-                "{about}\n\nUso: {usage}\n\nOpciones:\n{options}"
-            };
-            sub.help_template(template)
-        });
+        command = command.mut_subcommand(name, spanish_subcommand_help);
     }
     command
+}
+
+fn spanish_subcommand_help(sub: Command) -> Command {
+    let template = if sub.has_subcommands() {
+        "{about}\n\nUso: {usage}\n\nComandos:\n{subcommands}\n\nOpciones:\n{options}"
+    } else if sub.get_positionals().next().is_some() {
+        "{about}\n\nUso: {usage}\n\nArgumentos:\n{positionals}\n\nOpciones:\n{options}"
+    } else {
+        "{about}\n\nUso: {usage}\n\nOpciones:\n{options}"
+    };
+    let names: Vec<String> = sub.get_subcommands().map(|c| c.get_name().to_owned()).collect();
+    let mut sub = sub.help_template(template).disable_help_subcommand(true);
+    for name in names {
+        sub = sub.mut_subcommand(name, spanish_subcommand_help);
+    }
+    sub
 }

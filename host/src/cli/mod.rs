@@ -1,5 +1,5 @@
 //! The `agros-sync` command line: `sync`, `delete`, `import`, `query`,
-//! `status` and `app-config`.
+//! `status`, `app-config`, `flush`, `outbox` and `serve`.
 //!
 //! Exit codes: 0 on success, 1 when an operation failed, 2 for bad usage or an
 //! invalid configuration. With `--json`, results and errors are JSON on
@@ -7,7 +7,9 @@
 
 mod args;
 mod import;
+mod outbox;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +83,9 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         Some(("query", args)) => query(&tenant, args, out).await,
         Some(("status", _)) => status(&tenant, out).await,
         Some(("app-config", _)) => app_config(&tenant, out),
+        Some(("flush", args)) => outbox::flush(&tenant, args, out).await,
+        Some(("outbox", args)) => outbox::run(&tenant, args, out),
+        Some(("serve", args)) => serve::run(&tenant, args, out).await,
         _ => unreachable!("clap requires a subcommand"),
     }
 }
@@ -105,11 +110,11 @@ async fn delete(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), 
         Some(local_id) => ObjectRef::LocalId(local_id.clone()),
         None => ObjectRef::ObjectId(text(args, "object-id").to_owned()),
     };
-    tenant
+    let outcome = tenant
         .delete_object(text(args, "database"), text(args, "class"), &target)
         .await
         .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
-    out.deleted(text(args, "class"), &target);
+    out.deleted(text(args, "class"), &target, &outcome);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use agros_sync_host::bindings::{ClientStatus, ObjectRef, SyncOutcome, SyncStatus};
 use agros_sync_host::error::ErrorReport;
+use agros_sync_host::host_state::now_millis;
 use agros_sync_host::messages::Lang;
 use serde_json::{json, Value};
 
@@ -32,22 +33,34 @@ impl Output {
             println!("{}", sync_outcome_json(outcome));
             return;
         }
-        let action = match (outcome.status, outcome.created) {
-            (SyncStatus::Synced, true) => self.t("created", "creado"),
-            (SyncStatus::Synced, false) => self.t("updated", "actualizado"),
-            (SyncStatus::Queued, _) => self.t("queued", "en cola"),
+        let object = outcome.object_id.as_deref().unwrap_or("?");
+        let line = match (outcome.status, outcome.created) {
+            (SyncStatus::Synced, true) => format!("{class_name}/{object} {}", self.t("created", "creado")),
+            (SyncStatus::Synced, false) => format!("{class_name}/{object} {}", self.t("updated", "actualizado")),
+            (SyncStatus::Queued, _) => format!(
+                "{class_name}/{object} {} {}",
+                self.t("queued as outbox entry", "en cola como entrada"),
+                outcome.outbox_id
+            ),
         };
-        println!("{class_name}/{} {action}", outcome.object_id);
+        println!("{line}");
     }
 
-    pub fn deleted(&self, class_name: &str, target: &ObjectRef) {
+    pub fn deleted(&self, class_name: &str, target: &ObjectRef, outcome: &SyncOutcome) {
         let id = match target {
             ObjectRef::ObjectId(id) | ObjectRef::LocalId(id) => id,
         };
         if self.json {
-            println!("{}", json!({ "deleted": true, "class": class_name, "id": id }));
-        } else {
-            println!("{class_name}/{id} {}", self.t("deleted", "borrado"));
+            println!("{}", sync_outcome_json(outcome));
+            return;
+        }
+        match outcome.status {
+            SyncStatus::Synced => println!("{class_name}/{id} {}", self.t("deleted", "borrado")),
+            SyncStatus::Queued => println!(
+                "{class_name}/{id} {} {}",
+                self.t("delete queued as outbox entry", "borrado en cola como entrada"),
+                outcome.outbox_id
+            ),
         }
     }
 
@@ -97,12 +110,29 @@ impl Output {
             None => "?",
         };
         let mut line = format!(
-            "{}: {} (app {}) {reachable}, Parse Server {version}, {} {custom_ids}",
+            "{}: {} (app {}) {reachable}, Parse Server {version}, {} {custom_ids}; {} {}, {} {}",
             status.database_key,
             status.server_url,
             status.app_id,
             self.t("custom objectIds:", "objectIds propios:"),
+            self.t("pending", "pendientes"),
+            status.pending,
+            self.t("dead letters", "fallidas"),
+            status.dead_letters,
         );
+        let now = now_millis();
+        if let Some(at) = status.oldest_pending_at {
+            line.push_str(&format!(", {} {}", self.t("oldest pending", "pendiente más antigua"), age(now.saturating_sub(at))));
+        }
+        if let Some(at) = status.last_success_at {
+            line.push_str(&format!(", {} {} {}", self.t("last success", "último envío"), age(now.saturating_sub(at)), self.t("ago", "atrás")));
+        }
+        if let Some(at) = status.next_retry_at {
+            line.push_str(&format!(", {} {}", self.t("next retry in", "próximo intento en"), age(at.saturating_sub(now))));
+        }
+        if let Some(reason) = &status.paused {
+            line.push_str(&format!("; {}: {reason}", self.t("PAUSED", "EN PAUSA")));
+        }
         if let Some(error) = &status.last_error {
             let report = ErrorReport::from_sync_error(self.lang, error);
             line.push_str(&format!("; {}: {}", self.t("last error", "último error"), report.message));
@@ -116,7 +146,19 @@ pub fn sync_outcome_json(outcome: &SyncOutcome) -> Value {
         SyncStatus::Synced => "synced",
         SyncStatus::Queued => "queued",
     };
-    json!({ "status": status, "object_id": outcome.object_id, "created": outcome.created })
+    json!({ "status": status, "object_id": outcome.object_id, "created": outcome.created, "outbox_id": outcome.outbox_id })
+}
+
+/// A duration in milliseconds as `850ms`, `12s`, `4m`, `3h` or `2d`.
+pub fn age(millis: u64) -> String {
+    let seconds = millis / 1000;
+    match seconds {
+        0 => format!("{millis}ms"),
+        1..=119 => format!("{seconds}s"),
+        120..=7199 => format!("{}m", seconds / 60),
+        7200..=172_799 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
+    }
 }
 
 fn status_json(status: &ClientStatus, lang: Lang) -> Value {
@@ -129,5 +171,11 @@ fn status_json(status: &ClientStatus, lang: Lang) -> Value {
         "server_version": status.server_version,
         "custom_object_ids": status.custom_object_ids,
         "last_error": status.last_error.as_ref().map(|e| ErrorReport::from_sync_error(lang, e)),
+        "pending": status.pending,
+        "oldest_pending_at": status.oldest_pending_at,
+        "dead_letters": status.dead_letters,
+        "last_success_at": status.last_success_at,
+        "next_retry_at": status.next_retry_at,
+        "paused": status.paused,
     })
 }

@@ -1,12 +1,14 @@
-//! The host's durable state store: the `app_config` table and the map from
-//! local record ids to Parse objectIds.
+//! The host's durable state store: the `app_config` table, the map from
+//! local record ids to Parse objectIds, and the outbox of writes to send.
 //!
 //! Every write is durable when the call returns: SQLite runs in WAL mode with
 //! `synchronous = FULL`, so a committed row survives a process kill and a
 //! power loss. Rows are scoped by tenant.
 
+mod outbox;
 mod sqlite;
 
+pub use outbox::{EntryState, NewEntry, Operation, OutboxEntry, OutboxStats};
 pub use sqlite::SqliteStore;
 
 use thiserror::Error;

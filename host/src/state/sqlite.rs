@@ -23,6 +23,26 @@ CREATE TABLE IF NOT EXISTS id_map (
     confirmed    INTEGER NOT NULL,
     PRIMARY KEY (tenant, database_key, class_name, local_id)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant          TEXT NOT NULL,
+    database_key    TEXT NOT NULL,
+    class_name      TEXT NOT NULL,
+    operation       TEXT NOT NULL CHECK (operation IN ('create', 'update', 'delete')),
+    object_id       TEXT NOT NULL,
+    local_id        TEXT,
+    payload         TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'dead')),
+    last_error_code INTEGER,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_object
+    ON outbox (tenant, database_key, class_name, object_id, id);
+CREATE INDEX IF NOT EXISTS outbox_due
+    ON outbox (tenant, database_key, state, next_attempt_at);
 ";
 
 /// A shared handle to one SQLite database; clones share the connection.
@@ -101,7 +121,7 @@ impl SqliteStore {
             .map_err(failed(&format!("store the objectId of local id {local_id}")))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (each
         // statement is atomic), so a poisoned lock is still usable.
         self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -126,7 +146,7 @@ fn open_file(path: &Path) -> Result<Connection, StateError> {
     Ok(connection)
 }
 
-fn failed(action: &str) -> impl FnOnce(rusqlite::Error) -> StateError + '_ {
+pub(super) fn failed(action: &str) -> impl FnOnce(rusqlite::Error) -> StateError + '_ {
     move |source| StateError { action: action.to_owned(), source: Box::new(source) }
 }
 

@@ -1,0 +1,224 @@
+//! `agros-sync flush` and `agros-sync outbox list|show|retry|discard`.
+//!
+//! `flush` goes through the plugin, which sends. The `outbox` commands read
+//! and change the state store directly: they send nothing.
+
+use agros_sync_host::error::ErrorReport;
+use agros_sync_host::host_state::now_millis;
+use agros_sync_host::messages::Lang;
+use agros_sync_host::state::{EntryState, OutboxEntry};
+use agros_sync_host::tenant::Tenant;
+use clap::ArgMatches;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::output::{age, Output};
+use super::Failure;
+
+/// Entries sent per call into the plugin, between progress updates.
+const FLUSH_STEP: u32 = 200;
+
+pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let lang = out.lang;
+    let database = args.get_one::<String>("database").map(String::as_str);
+    let store = &tenant.context.store;
+    let name = &tenant.context.name;
+    let databases: Vec<String> = match database {
+        Some(key) => vec![key.to_owned()],
+        None => tenant.context.databases.iter().filter(|d| d.sync).map(|d| d.key.clone()).collect(),
+    };
+    let mut pending_before = 0;
+    for key in &databases {
+        pending_before += store.outbox_stats(name, key).map_err(|e| state_failure(lang, e))?.pending;
+    }
+
+    let progress = if out.json { ProgressBar::hidden() } else { ProgressBar::new(u64::from(pending_before)) };
+    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
+    let (mut delivered, mut retried, mut dead_lettered) = (0, 0, 0);
+    let pending = loop {
+        let report = tenant
+            .flush(database, FLUSH_STEP, true)
+            .await
+            .map_err(|e| Failure::operation(ErrorReport::from_call(lang, &e)))?;
+        delivered += report.delivered;
+        retried += report.retried;
+        dead_lettered += report.dead_lettered;
+        progress.inc(u64::from(report.delivered + report.dead_lettered));
+        if report.pending == 0 || report.delivered + report.dead_lettered == 0 {
+            break report.pending;
+        }
+    };
+    progress.finish_and_clear();
+
+    if out.json {
+        println!("{}", json!({ "delivered": delivered, "retried": retried, "dead_lettered": dead_lettered, "pending": pending }));
+    } else {
+        let line = match lang {
+            Lang::En => format!("{delivered} delivered, {retried} to retry, {dead_lettered} dead-lettered, {pending} still pending"),
+            Lang::Es => format!("{delivered} enviadas, {retried} por reintentar, {dead_lettered} fallidas, {pending} aún pendientes"),
+        };
+        println!("{line}");
+    }
+    if pending > 0 || dead_lettered > 0 {
+        let detail = format!("{pending} entries still pending and {dead_lettered} dead-lettered; see `agros-sync status` and `agros-sync outbox list`");
+        return Err(Failure::operation(ErrorReport::new(lang, "flush-incomplete", None, detail)));
+    }
+    Ok(())
+}
+
+pub fn run(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    match args.subcommand() {
+        Some(("list", args)) => list(tenant, args, out),
+        Some(("show", args)) => show(tenant, args, out),
+        Some(("retry", args)) => retry(tenant, args, out),
+        Some(("discard", args)) => discard(tenant, args, out),
+        _ => unreachable!("clap requires an outbox subcommand"),
+    }
+}
+
+fn list(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let state = if args.get_flag("dead") {
+        Some(EntryState::Dead)
+    } else if args.get_flag("pending") {
+        Some(EntryState::Pending)
+    } else {
+        None
+    };
+    let database = args.get_one::<String>("database").map(String::as_str);
+    let limit = *args.get_one::<u32>("limit").expect("has a default");
+    let entries = tenant
+        .context
+        .store
+        .outbox_list(&tenant.context.name, database, state, limit)
+        .map_err(|e| state_failure(out.lang, e))?;
+
+    if out.json {
+        let values: Vec<Value> = entries.iter().map(|e| entry_json(e, false)).collect();
+        println!("{}", Value::Array(values));
+        return Ok(());
+    }
+    let now = now_millis();
+    for entry in &entries {
+        println!("{}", entry_line(entry, now, out.lang));
+    }
+    eprintln!("{} {}", entries.len(), out.lang.pick("entries", "entradas"));
+    Ok(())
+}
+
+fn show(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let id = *args.get_one::<u64>("id").expect("required");
+    let entry = tenant.context.store.outbox_get(&tenant.context.name, id).map_err(|e| state_failure(out.lang, e))?;
+    let Some(entry) = entry else {
+        return Err(not_found(out.lang, id));
+    };
+    let value = entry_json(&entry, true);
+    if out.json {
+        println!("{value}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+    }
+    Ok(())
+}
+
+fn retry(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let store = &tenant.context.store;
+    let name = &tenant.context.name;
+    let ids: Vec<u64> = if args.get_flag("all") {
+        let dead = store.outbox_list(name, None, Some(EntryState::Dead), u32::MAX).map_err(|e| state_failure(out.lang, e))?;
+        dead.iter().map(|e| e.id).collect()
+    } else {
+        args.get_many::<u64>("ids").into_iter().flatten().copied().collect()
+    };
+
+    let now = now_millis();
+    for id in &ids {
+        if !store.outbox_retry_dead(name, *id, now).map_err(|e| state_failure(out.lang, e))? {
+            return Err(not_found(out.lang, *id));
+        }
+        tracing::info!(tenant = %name, outbox_id = id, "dead letter moved back to pending by an operator");
+    }
+    report_ids(out, "retried", &ids, out.lang.pick("moved back to pending; run `agros-sync flush` to send", "vuelven a estar pendientes; ejecute `agros-sync flush` para enviarlas"));
+    Ok(())
+}
+
+fn discard(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let store = &tenant.context.store;
+    let name = &tenant.context.name;
+    let ids: Vec<u64> = args.get_many::<u64>("ids").into_iter().flatten().copied().collect();
+    for id in &ids {
+        let Some(entry) = store.outbox_discard(name, *id).map_err(|e| state_failure(out.lang, e))? else {
+            return Err(not_found(out.lang, *id));
+        };
+        tracing::warn!(
+            tenant = %name, outbox_id = id, database = %entry.database_key, class = %entry.class_name,
+            object_id = %entry.object_id, operation = entry.operation.as_str(), "outbox entry discarded by an operator"
+        );
+    }
+    report_ids(out, "discarded", &ids, out.lang.pick("discarded", "descartadas"));
+    Ok(())
+}
+
+fn report_ids(out: &Output, key: &str, ids: &[u64], text: &str) {
+    if out.json {
+        println!("{}", json!({ key: ids }));
+    } else {
+        let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+        println!("{}: {text}", list.join(", "));
+    }
+}
+
+fn entry_line(entry: &OutboxEntry, now: u64, lang: Lang) -> String {
+    let mut line = format!(
+        "{:>6} {:<7} {} {} {}/{} {}={}",
+        entry.id,
+        entry.state.as_str(),
+        entry.database_key,
+        entry.operation.as_str(),
+        entry.class_name,
+        entry.object_id,
+        lang.pick("attempts", "intentos"),
+        entry.attempts,
+    );
+    if entry.state == EntryState::Pending && entry.next_attempt_at > now {
+        line.push_str(&format!(" {} {}", lang.pick("next in", "próximo en"), age(entry.next_attempt_at - now)));
+    }
+    if let Some(error) = &entry.last_error {
+        let code = entry.last_error_code.map(|c| format!("[{c}] ")).unwrap_or_default();
+        line.push_str(&format!(" — {code}{error}"));
+    }
+    line
+}
+
+fn entry_json(entry: &OutboxEntry, with_payload: bool) -> Value {
+    let mut value = json!({
+        "id": entry.id,
+        "state": entry.state.as_str(),
+        "database": entry.database_key,
+        "class": entry.class_name,
+        "operation": entry.operation.as_str(),
+        "object_id": entry.object_id,
+        "local_id": entry.local_id,
+        "attempts": entry.attempts,
+        "created_at": entry.created_at,
+        "next_attempt_at": entry.next_attempt_at,
+        "last_error_code": entry.last_error_code,
+        "last_error": entry.last_error,
+    });
+    if with_payload {
+        value["payload"] = serde_json::from_str(&entry.payload).unwrap_or(Value::String(entry.payload.clone()));
+    }
+    value
+}
+
+fn not_found(lang: Lang, id: u64) -> Failure {
+    Failure::operation(ErrorReport::new(
+        lang,
+        "entry-not-found",
+        Some(id.to_string()),
+        format!("no outbox entry {id} in that state; list them with `agros-sync outbox list`"),
+    ))
+}
+
+fn state_failure(lang: Lang, error: agros_sync_host::state::StateError) -> Failure {
+    Failure::operation(ErrorReport::new(lang, "state-store", None, error.to_string()))
+}

@@ -1,0 +1,477 @@
+//! The outbox table: writes recorded before they are sent.
+//!
+//! Guarantees kept here: an entry is committed (WAL, `synchronous = FULL`)
+//! before `enqueue` returns; entries of one object (tenant, database, class,
+//! objectId) are handed out oldest first, one at a time, so per-object order
+//! holds; an entry leaves the table only when it was delivered (`complete`) or
+//! an operator discarded it.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde_json::{Map, Value};
+
+use super::sqlite::{failed, SqliteStore};
+use super::StateError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "create" => Operation::Create,
+            "update" => Operation::Update,
+            _ => Operation::Delete,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    Pending,
+    Dead,
+}
+
+impl EntryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Pending => "pending",
+            EntryState::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: u64,
+    pub database_key: String,
+    pub class_name: String,
+    pub operation: Operation,
+    pub object_id: String,
+    pub local_id: Option<String>,
+    pub payload: String,
+    pub attempts: u32,
+    pub created_at: u64,
+    pub next_attempt_at: u64,
+    pub state: EntryState,
+    pub last_error_code: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub database_key: String,
+    pub class_name: String,
+    pub operation: Operation,
+    pub object_id: String,
+    pub local_id: Option<String>,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutboxStats {
+    pub pending: u32,
+    pub dead: u32,
+    pub oldest_pending_at: Option<u64>,
+    pub next_attempt_at: Option<u64>,
+}
+
+const COLUMNS: &str = "id, database_key, class_name, operation, object_id, local_id, payload, attempts,
+     created_at, next_attempt_at, state, last_error_code, last_error";
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    let operation: String = row.get(3)?;
+    let state: String = row.get(10)?;
+    Ok(OutboxEntry {
+        id: row.get::<_, i64>(0)? as u64,
+        database_key: row.get(1)?,
+        class_name: row.get(2)?,
+        operation: Operation::parse(&operation),
+        object_id: row.get(4)?,
+        local_id: row.get(5)?,
+        payload: row.get(6)?,
+        attempts: row.get(7)?,
+        created_at: row.get::<_, i64>(8)? as u64,
+        next_attempt_at: row.get::<_, i64>(9)? as u64,
+        state: if state == "dead" { EntryState::Dead } else { EntryState::Pending },
+        last_error_code: row.get(11)?,
+        last_error: row.get(12)?,
+    })
+}
+
+impl SqliteStore {
+    /// Records a write; see the module docs for the guarantees.
+    pub fn outbox_enqueue(&self, tenant: &str, entry: &NewEntry, now: u64) -> Result<u64, StateError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        transaction
+            .execute(
+                "INSERT INTO outbox (tenant, database_key, class_name, operation, object_id, local_id, payload,
+                                     created_at, next_attempt_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 'pending')",
+                params![
+                    tenant,
+                    entry.database_key,
+                    entry.class_name,
+                    entry.operation.as_str(),
+                    entry.object_id,
+                    entry.local_id,
+                    entry.payload,
+                    now as i64
+                ],
+            )
+            .map_err(failed("record an outbox entry"))?;
+        let id = transaction.last_insert_rowid() as u64;
+
+        if let (Operation::Create, Some(local_id)) = (entry.operation, &entry.local_id) {
+            transaction
+                .execute(
+                    "INSERT INTO id_map (tenant, database_key, class_name, local_id, object_id, confirmed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (tenant, database_key, class_name, local_id)
+                     DO UPDATE SET object_id = excluded.object_id, confirmed = 0",
+                    params![tenant, entry.database_key, entry.class_name, local_id, entry.object_id],
+                )
+                .map_err(failed("bind the local id of an outbox entry"))?;
+        }
+        transaction.commit().map_err(failed("commit an outbox entry"))?;
+        Ok(id)
+    }
+
+    /// Merges `payload` into the newest entry of the object when it is a
+    /// pending create or update that was never attempted.
+    pub fn outbox_coalesce(&self, tenant: &str, database_key: &str, class_name: &str, object_id: &str, payload: &str) -> Result<Option<u64>, StateError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        let newest = transaction
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND object_id = ?4
+                          ORDER BY id DESC LIMIT 1"),
+                params![tenant, database_key, class_name, object_id],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(failed("read the newest outbox entry of an object"))?;
+        let Some(newest) = newest else { return Ok(None) };
+        let mergeable = newest.state == EntryState::Pending
+            && newest.attempts == 0
+            && matches!(newest.operation, Operation::Create | Operation::Update);
+        if !mergeable {
+            return Ok(None);
+        }
+
+        let merged = merge_payloads(&newest.payload, payload);
+        transaction
+            .execute("UPDATE outbox SET payload = ?1 WHERE id = ?2", params![merged, newest.id as i64])
+            .map_err(failed("merge an update into an outbox entry"))?;
+        transaction.commit().map_err(failed("commit a merged outbox entry"))?;
+        Ok(Some(newest.id))
+    }
+
+    /// Pending entries due at `now`, each the oldest pending entry of its object.
+    pub fn outbox_due(&self, tenant: &str, database_key: &str, now: u64, max: u32) -> Result<Vec<OutboxEntry>, StateError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM outbox AS o
+                 WHERE tenant = ?1 AND database_key = ?2 AND state = 'pending' AND next_attempt_at <= ?3
+                   AND NOT EXISTS (
+                       SELECT 1 FROM outbox AS earlier
+                       WHERE earlier.tenant = o.tenant AND earlier.database_key = o.database_key
+                         AND earlier.class_name = o.class_name AND earlier.object_id = o.object_id
+                         AND earlier.id < o.id)
+                 ORDER BY id LIMIT ?4"
+            ))
+            .map_err(failed("select due outbox entries"))?;
+        let rows = statement
+            .query_map(params![tenant, database_key, now as i64, max], entry_from_row)
+            .map_err(failed("select due outbox entries"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("select due outbox entries"))
+    }
+
+    /// The entries of one object, pending or dead, oldest first.
+    pub fn outbox_for_object(&self, tenant: &str, database_key: &str, class_name: &str, object_id: &str) -> Result<Vec<OutboxEntry>, StateError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM outbox
+                 WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND object_id = ?4
+                 ORDER BY id"
+            ))
+            .map_err(failed("select the outbox entries of an object"))?;
+        let rows = statement
+            .query_map(params![tenant, database_key, class_name, object_id], entry_from_row)
+            .map_err(failed("select the outbox entries of an object"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("select the outbox entries of an object"))
+    }
+
+    /// Entries of a tenant in one state (all states when `state` is none),
+    /// oldest first, optionally of one database.
+    pub fn outbox_list(&self, tenant: &str, database_key: Option<&str>, state: Option<EntryState>, max: u32) -> Result<Vec<OutboxEntry>, StateError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM outbox
+                 WHERE tenant = ?1 AND (?2 IS NULL OR database_key = ?2) AND (?3 IS NULL OR state = ?3)
+                 ORDER BY id LIMIT ?4"
+            ))
+            .map_err(failed("list outbox entries"))?;
+        let rows = statement
+            .query_map(params![tenant, database_key, state.map(EntryState::as_str), max], entry_from_row)
+            .map_err(failed("list outbox entries"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("list outbox entries"))
+    }
+
+    pub fn outbox_get(&self, tenant: &str, id: u64) -> Result<Option<OutboxEntry>, StateError> {
+        self.lock()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id as i64],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(failed(&format!("read outbox entry {id}")))
+    }
+
+    /// Removes a delivered entry; see `complete` in the WIT file.
+    pub fn outbox_complete(&self, tenant: &str, id: u64, object_id: &str) -> Result<(), StateError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        let entry = transaction
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id as i64],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(failed(&format!("read outbox entry {id}")))?;
+        let Some(entry) = entry else { return Ok(()) };
+
+        if entry.object_id != object_id {
+            transaction
+                .execute(
+                    "UPDATE outbox SET object_id = ?1
+                     WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5",
+                    params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
+                )
+                .map_err(failed("rename an object in the outbox"))?;
+            transaction
+                .execute(
+                    "UPDATE id_map SET object_id = ?1
+                     WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5",
+                    params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
+                )
+                .map_err(failed("rename an object in the id map"))?;
+        }
+        // A delivered create or update proves the object exists.
+        if let (Operation::Create | Operation::Update, Some(local_id)) = (entry.operation, &entry.local_id) {
+            transaction
+                .execute(
+                    "UPDATE id_map SET confirmed = 1
+                     WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND local_id = ?4 AND object_id = ?5",
+                    params![tenant, entry.database_key, entry.class_name, local_id, object_id],
+                )
+                .map_err(failed("confirm a local id"))?;
+        }
+        transaction
+            .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
+            .map_err(failed(&format!("remove delivered outbox entry {id}")))?;
+        transaction.commit().map_err(failed("commit a delivered outbox entry"))
+    }
+
+    pub fn outbox_retry_at(&self, tenant: &str, id: u64, next_attempt_at: u64, code: Option<i32>, message: &str) -> Result<(), StateError> {
+        self.lock()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error_code = ?2, last_error = ?3
+                 WHERE tenant = ?4 AND id = ?5",
+                params![next_attempt_at as i64, code, message, tenant, id as i64],
+            )
+            .map(drop)
+            .map_err(failed(&format!("reschedule outbox entry {id}")))
+    }
+
+    pub fn outbox_dead_letter(&self, tenant: &str, id: u64, code: Option<i32>, message: &str) -> Result<(), StateError> {
+        self.lock()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, state = 'dead', last_error_code = ?1, last_error = ?2
+                 WHERE tenant = ?3 AND id = ?4",
+                params![code, message, tenant, id as i64],
+            )
+            .map(drop)
+            .map_err(failed(&format!("dead-letter outbox entry {id}")))
+    }
+
+    /// Moves a dead letter back to pending, due at `now`. Returns false when
+    /// there is no dead letter with that id.
+    pub fn outbox_retry_dead(&self, tenant: &str, id: u64, now: u64) -> Result<bool, StateError> {
+        self.lock()
+            .execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?1 WHERE tenant = ?2 AND id = ?3 AND state = 'dead'",
+                params![now as i64, tenant, id as i64],
+            )
+            .map(|changed| changed == 1)
+            .map_err(failed(&format!("retry outbox entry {id}")))
+    }
+
+    /// Deletes an entry without delivering it. Returns the entry, or none
+    /// when there is no entry with that id.
+    pub fn outbox_discard(&self, tenant: &str, id: u64) -> Result<Option<OutboxEntry>, StateError> {
+        let entry = self.outbox_get(tenant, id)?;
+        if entry.is_some() {
+            self.lock()
+                .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
+                .map_err(failed(&format!("discard outbox entry {id}")))?;
+        }
+        Ok(entry)
+    }
+
+    pub fn outbox_stats(&self, tenant: &str, database_key: &str) -> Result<OutboxStats, StateError> {
+        self.lock()
+            .query_row(
+                "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'dead'), 0),
+                        MIN(CASE WHEN state = 'pending' THEN created_at END),
+                        MIN(CASE WHEN state = 'pending' THEN next_attempt_at END)
+                 FROM outbox WHERE tenant = ?1 AND database_key = ?2",
+                params![tenant, database_key],
+                |row| {
+                    Ok(OutboxStats {
+                        pending: row.get(0)?,
+                        dead: row.get(1)?,
+                        oldest_pending_at: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                        next_attempt_at: row.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    })
+                },
+            )
+            .map_err(failed("count outbox entries"))
+    }
+}
+
+/// The fields of `newer` written over those of `older`; both are JSON objects.
+fn merge_payloads(older: &str, newer: &str) -> String {
+    let mut merged: Map<String, Value> = serde_json::from_str(older).unwrap_or_default();
+    let newer: Map<String, Value> = serde_json::from_str(newer).unwrap_or_default();
+    merged.extend(newer);
+    Value::Object(merged).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{IdBinding, StateLocation};
+
+    fn store() -> SqliteStore {
+        SqliteStore::open(&StateLocation::SqliteMemory).unwrap()
+    }
+
+    fn entry(operation: Operation, object_id: &str, payload: &str) -> NewEntry {
+        NewEntry {
+            database_key: "farm".into(),
+            class_name: "Plot".into(),
+            operation,
+            object_id: object_id.into(),
+            local_id: Some(format!("local-{object_id}")),
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn due_returns_one_entry_per_object_in_order() {
+        let store = store();
+        let a1 = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        let _a2 = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap();
+        let b1 = store.outbox_enqueue("t", &entry(Operation::Create, "B", "{}"), 12).unwrap();
+
+        let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(due, vec![a1, b1]);
+
+        store.outbox_complete("t", a1, "A").unwrap();
+        let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(due, vec![b1, a1 + 1]);
+    }
+
+    #[test]
+    fn entry_waiting_for_retry_blocks_its_object() {
+        let store = store();
+        let a1 = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap();
+        store.outbox_retry_at("t", a1, 500, Some(502), "bad gateway").unwrap();
+
+        assert!(store.outbox_due("t", "farm", 100, 10).unwrap().is_empty());
+        let due = store.outbox_due("t", "farm", 500, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].attempts, 1);
+        assert_eq!(due[0].last_error_code, Some(502));
+    }
+
+    #[test]
+    fn dead_letter_blocks_later_entries_of_object() {
+        let store = store();
+        let a1 = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap();
+        store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap();
+        store.outbox_dead_letter("t", a1, Some(111), "type mismatch").unwrap();
+
+        assert!(store.outbox_due("t", "farm", 100, 10).unwrap().is_empty());
+        let stats = store.outbox_stats("t", "farm").unwrap();
+        assert_eq!((stats.pending, stats.dead), (1, 1));
+    }
+
+    #[test]
+    fn create_binds_local_id_and_complete_confirms_and_renames() {
+        let store = store();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "planned", "{}"), 10).unwrap();
+        let later = store.outbox_enqueue("t", &entry(Operation::Update, "planned", "{}"), 11).unwrap();
+        assert_eq!(
+            store.id_get("t", "farm", "Plot", "local-planned").unwrap(),
+            Some(IdBinding { object_id: "planned".into(), confirmed: false })
+        );
+
+        store.outbox_complete("t", id, "server1234").unwrap();
+
+        assert_eq!(
+            store.id_get("t", "farm", "Plot", "local-planned").unwrap(),
+            Some(IdBinding { object_id: "server1234".into(), confirmed: true })
+        );
+        assert_eq!(store.outbox_get("t", later).unwrap().unwrap().object_id, "server1234");
+        assert_eq!(store.outbox_get("t", id).unwrap(), None);
+    }
+
+    #[test]
+    fn coalesce_merges_only_unattempted_entries() {
+        let store = store();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1,"b":1}"#), 10).unwrap();
+        assert_eq!(store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"b":2}"#).unwrap(), Some(id));
+        assert_eq!(store.outbox_get("t", id).unwrap().unwrap().payload, r#"{"a":1,"b":2}"#);
+
+        store.outbox_retry_at("t", id, 20, None, "timeout").unwrap();
+        assert_eq!(store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"b":3}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn retry_dead_makes_entry_due() {
+        let store = store();
+        let id = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap();
+        store.outbox_dead_letter("t", id, Some(101), "not found").unwrap();
+        assert!(store.outbox_retry_dead("t", id, 50).unwrap());
+        assert_eq!(store.outbox_due("t", "farm", 50, 10).unwrap().len(), 1);
+        assert!(!store.outbox_retry_dead("t", id, 50).unwrap());
+    }
+
+    #[test]
+    fn tenants_have_separate_outboxes() {
+        let store = store();
+        store.outbox_enqueue("north", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        assert!(store.outbox_due("south", "farm", 100, 10).unwrap().is_empty());
+        assert_eq!(store.outbox_stats("south", "farm").unwrap().pending, 0);
+    }
+}
