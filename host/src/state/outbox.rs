@@ -397,7 +397,7 @@ mod tests {
 
         store.outbox_complete("t", a1, "A").unwrap();
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
-        assert_eq!(due, vec![b1, a1 + 1]);
+        assert_eq!(due, vec![a1 + 1, b1]);
     }
 
     #[test]
