@@ -13,7 +13,8 @@
 //! let config = agros_sync_host::config::Config::load("config.yaml".as_ref())?;
 //! let tenant = agros_sync_host::tenant::open_default(&config)?;
 //! let outcome = tenant.sync_object("farm", "Plot", r#"{"name":"North field"}"#, Some("plot-1")).await?;
-//! println!("{}", outcome.object_id);
+//! // `synced` once the server confirmed it, `queued` while it waits in the outbox.
+//! println!("{:?} {:?}", outcome.status, outcome.object_id);
 //! # Ok(())
 //! # }
 //! ```
