@@ -7,6 +7,8 @@
 //! App A accepts client-chosen objectIds, app B does not. Every test writes
 //! to classes of its own, so tests can run in parallel against one server.
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -152,4 +154,39 @@ pub fn values(objects: &[String]) -> Vec<Value> {
 pub fn synced_id(outcome: &SyncOutcome) -> String {
     assert_eq!(outcome.status, SyncStatus::Synced, "expected a synced write, got {outcome:?}");
     outcome.object_id.clone().expect("a synced write has an objectId")
+}
+
+/// A proxy in front of `server`, and the server as reached through it.
+pub fn proxied(server: &TestServer) -> (proxy::FaultProxy, TestServer) {
+    let after_scheme = server.url.split_once("://").map(|(_, rest)| rest).unwrap_or(&server.url);
+    let upstream = after_scheme.split('/').next().unwrap_or_default();
+    let proxy = proxy::FaultProxy::start(upstream);
+    let through = TestServer { url: proxy.url_for(&server.url), ..server.clone() };
+    (proxy, through)
+}
+
+/// Config text for `farm` (app A) and `market` (app B) reached at the given
+/// servers, with fast retries so tests need not wait for backoff.
+pub fn offline_config(farm: &TestServer, market: &TestServer) -> String {
+    offline_config_with(farm, market, 50)
+}
+
+/// Like [`offline_config`], with the first retry after `retry_initial_ms`.
+pub fn offline_config_with(farm: &TestServer, market: &TestServer, retry_initial_ms: u64) -> String {
+    format!(
+        "databases:\n{}{}limits:\n  retry_initial_ms: {retry_initial_ms}\n  retry_max_ms: {}\n",
+        database_yaml("farm", farm),
+        database_yaml("market", market),
+        retry_initial_ms * 4
+    )
+}
+
+/// Flushes until nothing is pending or nothing moves; returns the last report.
+pub async fn flush_all(tenant: &Tenant) -> agros_sync_host::bindings::FlushReport {
+    loop {
+        let report = tenant.flush(None, 10_000, true).await.expect("flush runs");
+        if report.pending == 0 || report.delivered + report.dead_lettered == 0 {
+            return report;
+        }
+    }
 }

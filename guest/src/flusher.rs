@@ -62,7 +62,7 @@ enum Outcome {
 }
 
 /// Sends due entries of one database, at most `budget`. With `force`, a
-/// database waiting for its next retry is tried now.
+/// database and entries waiting for their next retry are tried now.
 pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32, force: bool) -> FlushResult {
     let key = managed.client.database_key.clone();
     let before = DatabaseState::load(&key);
@@ -81,7 +81,7 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
     let limits = config::limits();
     let mut sent = 0;
     while sent < budget {
-        let entries = next_entries(&key, scope, (budget - sent).min(ROUND_SIZE));
+        let entries = next_entries(&key, scope, (budget - sent).min(ROUND_SIZE), force);
         if entries.is_empty() {
             break;
         }
@@ -130,8 +130,10 @@ fn server_usable(managed: &mut ManagedClient, state: &mut DatabaseState, now: u6
     }
 }
 
-fn next_entries(database_key: &str, scope: Scope<'_>, max: u32) -> Vec<Entry> {
-    let now = now_millis();
+/// The next entries to send. With `force`, entries waiting for a retry time
+/// are due now.
+fn next_entries(database_key: &str, scope: Scope<'_>, max: u32, force: bool) -> Vec<Entry> {
+    let now = if force { u64::MAX } else { now_millis() };
     match scope {
         Scope::All => outbox::due(database_key, now, max),
         // Only the oldest entry may go; a dead letter there blocks the rest.

@@ -195,7 +195,7 @@ impl SqliteStore {
             ))
             .map_err(failed("select due outbox entries"))?;
         let rows = statement
-            .query_map(params![tenant, database_key, now as i64, max], entry_from_row)
+            .query_map(params![tenant, database_key, to_sql_time(now), max], entry_from_row)
             .map_err(failed("select due outbox entries"))?;
         rows.collect::<Result<_, _>>().map_err(failed("select due outbox entries"))
     }
@@ -357,6 +357,12 @@ impl SqliteStore {
     }
 }
 
+/// Unix milliseconds as SQLite's signed integer; `u64::MAX` ("any time")
+/// becomes `i64::MAX` instead of wrapping to -1.
+fn to_sql_time(millis: u64) -> i64 {
+    millis.min(i64::MAX as u64) as i64
+}
+
 /// The fields of `newer` written over those of `older`; both are JSON objects.
 fn merge_payloads(older: &str, newer: &str) -> String {
     let mut merged: Map<String, Value> = serde_json::from_str(older).unwrap_or_default();
@@ -398,6 +404,14 @@ mod tests {
         store.outbox_complete("t", a1, "A").unwrap();
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(due, vec![a1 + 1, b1]);
+    }
+
+    #[test]
+    fn due_at_any_time_includes_future_retries() {
+        let store = store();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        store.outbox_retry_at("t", id, 1_000_000, None, "later").unwrap();
+        assert_eq!(store.outbox_due("t", "farm", u64::MAX, 10).unwrap().len(), 1);
     }
 
     #[test]
