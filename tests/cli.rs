@@ -1,41 +1,18 @@
 //! The `agros-sync` binary: output formats, exit codes and language.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use agros_sync_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
-fn binary() -> PathBuf {
-    target_dir().join("release/agros-sync")
-}
-
-/// A directory with a `config.yaml` for apps A and B and a SQLite state file.
+/// A CLI directory for apps A and B plus a database with `sync: false`.
 fn config_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agros-sync-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = standard_config(&format!(
-        "  archive:\n    sync: false\nstate:\n  url: sqlite://./state.db\nplugin:\n  path: {}\n",
-        plugin_path().display()
-    ));
-    std::fs::write(dir.join("config.yaml"), config).unwrap();
-    dir
+    cli_config_dir(name, &standard_config("  archive:\n    sync: false\n"))
 }
 
 fn run(dir: &PathBuf, lang: &str, args: &[&str]) -> Output {
-    Command::new(binary())
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .args(args)
-        .env("LANG", lang)
-        .env_remove("LC_ALL")
-        .env_remove("LC_MESSAGES")
-        .output()
-        .expect("agros-sync runs; scripts/test.sh builds it")
-}
-
-fn stdout_json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+    run_cli(dir, lang, args)
 }
 
 #[test]

@@ -10,6 +10,7 @@
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -189,4 +190,35 @@ pub async fn flush_all(tenant: &Tenant) -> agros_sync_host::bindings::FlushRepor
             return report;
         }
     }
+}
+
+/// A directory holding `config.yaml` (`databases_yaml` plus a SQLite state
+/// file in the directory and this build's plugin) for the CLI tests.
+pub fn cli_config_dir(name: &str, databases_yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("agros-sync-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!("{databases_yaml}state:\n  url: sqlite://./state.db\nplugin:\n  path: {}\n", plugin_path().display());
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    dir
+}
+
+/// Runs the `agros-sync` binary (built by `scripts/build.sh`) with the
+/// directory's configuration and `LANG=lang`.
+pub fn run_cli(dir: &Path, lang: &str, args: &[&str]) -> Output {
+    Command::new(target_dir().join("release/agros-sync"))
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .args(args)
+        .env("LANG", lang)
+        .env_remove("LC_ALL")
+        .env_remove("LC_MESSAGES")
+        .output()
+        .expect("agros-sync runs; scripts/build.sh builds it")
+}
+
+/// The command's standard output as JSON.
+pub fn stdout_json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }

@@ -4,14 +4,15 @@
 //! CSV cells become JSON values: integers and decimals become numbers,
 //! `true`/`false` booleans, empty cells are left out, anything else is a
 //! string. Records with bad data are counted and reported and the import goes
-//! on; an error that would fail every record (server down, keys refused)
-//! stops it.
+//! on. A record the server cannot take now is queued in the outbox like any
+//! other write and counted as queued; an error that would fail every record
+//! (unknown database, invalid class name, state store) stops the import.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use agros_sync_host::bindings::ErrorKind;
+use agros_sync_host::bindings::{ErrorKind, SyncStatus};
 use agros_sync_host::error::{CallError, ErrorReport};
 use agros_sync_host::messages::Lang;
 use agros_sync_host::tenant::Tenant;
@@ -29,6 +30,8 @@ const REPORTED_FAILURES: usize = 10;
 struct Summary {
     created: usize,
     updated: usize,
+    /// Accepted into the outbox; sent later.
+    queued: usize,
     failed: Vec<(usize, ErrorReport)>,
 }
 
@@ -54,6 +57,7 @@ pub async fn run(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(),
         let data = Value::Object(record).to_string();
 
         match tenant.sync_object(database, class_name, &data, local_id.as_deref()).await {
+            Ok(outcome) if outcome.status == SyncStatus::Queued => summary.queued += 1,
             Ok(outcome) if outcome.created => summary.created += 1,
             Ok(_) => summary.updated += 1,
             Err(error) if stops_import(&error) => {
@@ -93,23 +97,26 @@ fn stops_import(error: &CallError) -> bool {
 }
 
 fn print_summary(out: &Output, class_name: &str, summary: &Summary) {
-    let total = summary.created + summary.updated + summary.failed.len();
+    let total = summary.created + summary.updated + summary.queued + summary.failed.len();
     if out.json {
         let failures: Vec<Value> = summary.failed.iter().map(|(row, report)| json!({ "record": row, "error": report })).collect();
         println!(
             "{}",
-            json!({ "class": class_name, "total": total, "created": summary.created, "updated": summary.updated, "failed": summary.failed.len(), "failures": failures })
+            json!({
+                "class": class_name, "total": total, "created": summary.created, "updated": summary.updated,
+                "queued": summary.queued, "failed": summary.failed.len(), "failures": failures
+            })
         );
         return;
     }
     let line = match out.lang {
         Lang::En => format!(
-            "{class_name}: {total} records, {} created, {} updated, {} failed",
-            summary.created, summary.updated, summary.failed.len()
+            "{class_name}: {total} records, {} created, {} updated, {} queued, {} failed",
+            summary.created, summary.updated, summary.queued, summary.failed.len()
         ),
         Lang::Es => format!(
-            "{class_name}: {total} registros, {} creados, {} actualizados, {} fallidos",
-            summary.created, summary.updated, summary.failed.len()
+            "{class_name}: {total} registros, {} creados, {} actualizados, {} en cola, {} fallidos",
+            summary.created, summary.updated, summary.queued, summary.failed.len()
         ),
     };
     println!("{line}");
