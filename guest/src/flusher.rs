@@ -152,7 +152,7 @@ fn record_outcome(entry: &Entry, outcome: Outcome, state: &mut DatabaseState, re
     let now = now_millis();
     match outcome {
         Outcome::Delivered(object_id) => {
-            outbox::complete(entry.id, &object_id);
+            outbox::complete(entry.id, &object_id, &entry.payload);
             state.succeeded(now);
             result.delivered.insert(entry.id, object_id);
             None

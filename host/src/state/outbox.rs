@@ -245,7 +245,7 @@ impl SqliteStore {
     }
 
     /// Removes a delivered entry; see `complete` in the WIT file.
-    pub fn outbox_complete(&self, tenant: &str, id: u64, object_id: &str) -> Result<(), StateError> {
+    pub fn outbox_complete(&self, tenant: &str, id: u64, object_id: &str, sent_payload: &str) -> Result<(), StateError> {
         let mut connection = self.lock();
         let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
         let entry = transaction
@@ -284,9 +284,20 @@ impl SqliteStore {
                 )
                 .map_err(failed("confirm a local id"))?;
         }
-        transaction
-            .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
-            .map_err(failed(&format!("remove delivered outbox entry {id}")))?;
+        if entry.payload == sent_payload || entry.operation == Operation::Delete {
+            transaction
+                .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
+                .map_err(failed(&format!("remove delivered outbox entry {id}")))?;
+        } else {
+            // Another process merged an update into the entry while it was
+            // being sent; what was sent is done, the merged fields are not.
+            transaction
+                .execute(
+                    "UPDATE outbox SET operation = 'update', attempts = 0 WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id as i64],
+                )
+                .map_err(failed(&format!("keep merged outbox entry {id}")))?;
+        }
         transaction.commit().map_err(failed("commit a delivered outbox entry"))
     }
 
@@ -401,7 +412,7 @@ mod tests {
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(due, vec![a1, b1]);
 
-        store.outbox_complete("t", a1, "A").unwrap();
+        store.outbox_complete("t", a1, "A", "{}").unwrap();
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(due, vec![a1 + 1, b1]);
     }
@@ -450,7 +461,7 @@ mod tests {
             Some(IdBinding { object_id: "planned".into(), confirmed: false })
         );
 
-        store.outbox_complete("t", id, "server1234").unwrap();
+        store.outbox_complete("t", id, "server1234", "{}").unwrap();
 
         assert_eq!(
             store.id_get("t", "farm", "Plot", "local-planned").unwrap(),
@@ -469,6 +480,20 @@ mod tests {
 
         store.outbox_retry_at("t", id, 20, None, "timeout").unwrap();
         assert_eq!(store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"b":3}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn update_merged_during_send_is_kept() {
+        let store = store();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1}"#), 10).unwrap();
+        // Another process merges an update while this one sends {"a":1}.
+        store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"a":2}"#).unwrap();
+        store.outbox_complete("t", id, "A", r#"{"a":1}"#).unwrap();
+
+        let kept = store.outbox_get("t", id).unwrap().unwrap();
+        assert_eq!(kept.operation, Operation::Update);
+        assert_eq!(kept.payload, r#"{"a":2}"#);
+        assert_eq!(kept.state, EntryState::Pending);
     }
 
     #[test]
