@@ -78,6 +78,12 @@ pub fn encode_value(field: &str, value: Value, resolver: &dyn LocalIdResolver) -
             .map(|item| encode_value(field, item, resolver))
             .collect::<SyncResult<Vec<_>>>()
             .map(Value::Array),
+        // PostgreSQL text cannot hold U+0000; Parse would answer a 500 that
+        // looks transient and the write would be retried forever.
+        Value::String(text) if text.contains('\0') => Err(invalid(
+            field,
+            "the text contains a NUL character (\\u0000), which Parse Server on PostgreSQL cannot store; remove it".to_owned(),
+        )),
         scalar => Ok(scalar),
     }
 }
@@ -256,6 +262,15 @@ mod tests {
     fn nested_dates_are_normalized() {
         let out = encode(json!({"visits": [{"__type": "Date", "iso": "2020-01-02"}]}), &[]).unwrap();
         assert_eq!(out["visits"][0]["iso"], json!("2020-01-02T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn nul_character_is_rejected() {
+        let err = encode(json!({"note": "a\u{0}b"}), &[]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidValue);
+        assert_eq!(err.subject.as_deref(), Some("note"));
+        let err = encode(json!({"tags": ["ok", "x\u{0}"]}), &[]).unwrap_err();
+        assert_eq!(err.subject.as_deref(), Some("tags"));
     }
 
     #[test]

@@ -106,16 +106,20 @@ fn sync_object(
         Operation::Update => outbox::coalesce(database_key, class_name, &object_id, &payload),
         _ => None,
     };
-    let entry_id = coalesced.unwrap_or_else(|| {
-        outbox::enqueue(&NewEntry {
-            database_key: database_key.to_owned(),
-            class_name: class_name.to_owned(),
-            operation,
-            object_id: object_id.clone(),
-            local_id: local_id.map(str::to_owned),
-            payload,
-        })
-    });
+    let (entry_id, object_id) = match coalesced {
+        Some(entry_id) => (entry_id, object_id),
+        None => {
+            let enqueued = outbox::enqueue(&NewEntry {
+                database_key: database_key.to_owned(),
+                class_name: class_name.to_owned(),
+                operation,
+                object_id,
+                local_id: local_id.map(str::to_owned),
+                payload,
+            });
+            (enqueued.id, enqueued.object_id)
+        }
+    };
     // An update merged into a queued create still creates the object.
     let created = outbox::get(entry_id).is_some_and(|entry| entry.operation == Operation::Create);
     deliver(managed, class_name, &object_id, entry_id, created)
@@ -167,10 +171,10 @@ fn deliver(managed: &mut ManagedClient, class_name: &str, object_id: &str, entry
 fn delete_object(factory: &mut ParseClientFactory, database_key: &str, class_name: &str, target: ObjectRef) -> SyncResult<SyncOutcome> {
     let managed = factory.client(database_key)?;
     validate::class_name(class_name)?;
-    let object_id = match target {
-        ObjectRef::ObjectId(id) => id,
+    let (object_id, local_id) = match target {
+        ObjectRef::ObjectId(id) => (id, None),
         ObjectRef::LocalId(local_id) => match id_map::get(database_key, class_name, &local_id) {
-            Some(binding) => binding.object_id,
+            Some(binding) => (binding.object_id, Some(local_id)),
             None => {
                 let detail = format!("local id {local_id:?} of class {class_name} was never synced, so there is nothing to delete");
                 return Err(error(ErrorKind::ObjectNotFound, format!("{class_name}/{local_id}"), detail));
@@ -178,15 +182,17 @@ fn delete_object(factory: &mut ParseClientFactory, database_key: &str, class_nam
         },
     };
 
-    let entry_id = outbox::enqueue(&NewEntry {
+    // Enqueueing a delete by local id unbinds it: syncing that local id
+    // again creates a new object.
+    let enqueued = outbox::enqueue(&NewEntry {
         database_key: database_key.to_owned(),
         class_name: class_name.to_owned(),
         operation: Operation::Delete,
         object_id: object_id.clone(),
-        local_id: None,
+        local_id,
         payload: "{}".to_owned(),
     });
-    deliver(managed, class_name, &object_id, entry_id, false)
+    deliver(managed, class_name, &object_id, enqueued.id, false)
 }
 
 fn flush(factory: &mut ParseClientFactory, database_key: Option<&str>, max_entries: u32, force: bool) -> SyncResult<FlushReport> {

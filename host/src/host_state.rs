@@ -175,7 +175,7 @@ impl log::Host for HostState {
 }
 
 impl outbox::Host for HostState {
-    fn enqueue(&mut self, entry: outbox::NewEntry) -> wasmtime::Result<u64> {
+    fn enqueue(&mut self, entry: outbox::NewEntry) -> wasmtime::Result<outbox::Enqueued> {
         self.database_known(&entry.database_key)?;
         let entry = state::NewEntry {
             database_key: entry.database_key,
@@ -185,7 +185,8 @@ impl outbox::Host for HostState {
             local_id: entry.local_id,
             payload: entry.payload,
         };
-        Ok(self.tenant.store.outbox_enqueue(&self.tenant.name, &entry, now_millis())?)
+        let (id, operation, object_id) = self.tenant.store.outbox_enqueue(&self.tenant.name, &entry, now_millis())?;
+        Ok(outbox::Enqueued { id, operation: operation_to_wit(operation), object_id })
     }
 
     fn coalesce(&mut self, database_key: String, class_name: String, object_id: String, payload: String) -> wasmtime::Result<Option<u64>> {
@@ -247,16 +248,20 @@ fn operation_from_wit(operation: outbox::Operation) -> state::Operation {
     }
 }
 
+fn operation_to_wit(operation: state::Operation) -> outbox::Operation {
+    match operation {
+        state::Operation::Create => outbox::Operation::Create,
+        state::Operation::Update => outbox::Operation::Update,
+        state::Operation::Delete => outbox::Operation::Delete,
+    }
+}
+
 fn entry_to_wit(entry: state::OutboxEntry) -> outbox::Entry {
     outbox::Entry {
         id: entry.id,
         database_key: entry.database_key,
         class_name: entry.class_name,
-        operation: match entry.operation {
-            state::Operation::Create => outbox::Operation::Create,
-            state::Operation::Update => outbox::Operation::Update,
-            state::Operation::Delete => outbox::Operation::Delete,
-        },
+        operation: operation_to_wit(entry.operation),
         object_id: entry.object_id,
         local_id: entry.local_id,
         payload: entry.payload,

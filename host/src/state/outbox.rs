@@ -6,7 +6,7 @@
 //! holds; an entry leaves the table only when it was delivered (`complete`) or
 //! an operator discarded it.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::sqlite::{failed, SqliteStore};
@@ -111,10 +111,52 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
 }
 
 impl SqliteStore {
-    /// Records a write; see the module docs for the guarantees.
-    pub fn outbox_enqueue(&self, tenant: &str, entry: &NewEntry, now: u64) -> Result<u64, StateError> {
+    /// Records a write; see `enqueue` in the WIT file. Returns the entry id,
+    /// operation and objectId that were recorded.
+    pub fn outbox_enqueue(&self, tenant: &str, entry: &NewEntry, now: u64) -> Result<(u64, Operation, String), StateError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        // IMMEDIATE takes the write lock before the binding is read, so two
+        // processes creating the same local id cannot both see it unbound.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed("begin an outbox transaction"))?;
+
+        let mut operation = entry.operation;
+        let mut object_id = entry.object_id.clone();
+        if let (Operation::Create, Some(local_id)) = (entry.operation, &entry.local_id) {
+            let bound: Option<String> = transaction
+                .query_row(
+                    "SELECT object_id FROM id_map WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND local_id = ?4",
+                    params![tenant, entry.database_key, entry.class_name, local_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(failed("read the binding of a local id"))?;
+            match bound {
+                Some(existing) => {
+                    operation = Operation::Update;
+                    object_id = existing;
+                }
+                None => {
+                    transaction
+                        .execute(
+                            "INSERT INTO id_map (tenant, database_key, class_name, local_id, object_id, confirmed)
+                             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                            params![tenant, entry.database_key, entry.class_name, local_id, object_id],
+                        )
+                        .map_err(failed("bind the local id of an outbox entry"))?;
+                }
+            }
+        }
+        if let (Operation::Delete, Some(local_id)) = (entry.operation, &entry.local_id) {
+            transaction
+                .execute(
+                    "DELETE FROM id_map WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND local_id = ?4",
+                    params![tenant, entry.database_key, entry.class_name, local_id],
+                )
+                .map_err(failed("unbind the local id of a deleted object"))?;
+        }
+
         transaction
             .execute(
                 "INSERT INTO outbox (tenant, database_key, class_name, operation, object_id, local_id, payload,
@@ -124,8 +166,8 @@ impl SqliteStore {
                     tenant,
                     entry.database_key,
                     entry.class_name,
-                    entry.operation.as_str(),
-                    entry.object_id,
+                    operation.as_str(),
+                    object_id,
                     entry.local_id,
                     entry.payload,
                     now as i64
@@ -133,20 +175,8 @@ impl SqliteStore {
             )
             .map_err(failed("record an outbox entry"))?;
         let id = transaction.last_insert_rowid() as u64;
-
-        if let (Operation::Create, Some(local_id)) = (entry.operation, &entry.local_id) {
-            transaction
-                .execute(
-                    "INSERT INTO id_map (tenant, database_key, class_name, local_id, object_id, confirmed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0)
-                     ON CONFLICT (tenant, database_key, class_name, local_id)
-                     DO UPDATE SET object_id = excluded.object_id, confirmed = 0",
-                    params![tenant, entry.database_key, entry.class_name, local_id, entry.object_id],
-                )
-                .map_err(failed("bind the local id of an outbox entry"))?;
-        }
         transaction.commit().map_err(failed("commit an outbox entry"))?;
-        Ok(id)
+        Ok((id, operation, object_id))
     }
 
     /// Merges `payload` into the newest entry of the object when it is a
@@ -405,9 +435,9 @@ mod tests {
     #[test]
     fn due_returns_one_entry_per_object_in_order() {
         let store = store();
-        let a1 = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
-        let _a2 = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap();
-        let b1 = store.outbox_enqueue("t", &entry(Operation::Create, "B", "{}"), 12).unwrap();
+        let a1 = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap().0;
+        let _a2 = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap().0;
+        let b1 = store.outbox_enqueue("t", &entry(Operation::Create, "B", "{}"), 12).unwrap().0;
 
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(due, vec![a1, b1]);
@@ -420,7 +450,7 @@ mod tests {
     #[test]
     fn due_at_any_time_includes_future_retries() {
         let store = store();
-        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap().0;
         store.outbox_retry_at("t", id, 1_000_000, None, "later").unwrap();
         assert_eq!(store.outbox_due("t", "farm", u64::MAX, 10).unwrap().len(), 1);
     }
@@ -428,7 +458,7 @@ mod tests {
     #[test]
     fn entry_waiting_for_retry_blocks_its_object() {
         let store = store();
-        let a1 = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        let a1 = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap().0;
         store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap();
         store.outbox_retry_at("t", a1, 500, Some(502), "bad gateway").unwrap();
 
@@ -442,7 +472,7 @@ mod tests {
     #[test]
     fn dead_letter_blocks_later_entries_of_object() {
         let store = store();
-        let a1 = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap();
+        let a1 = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap().0;
         store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap();
         store.outbox_dead_letter("t", a1, Some(111), "type mismatch").unwrap();
 
@@ -454,8 +484,8 @@ mod tests {
     #[test]
     fn create_binds_local_id_and_complete_confirms_and_renames() {
         let store = store();
-        let id = store.outbox_enqueue("t", &entry(Operation::Create, "planned", "{}"), 10).unwrap();
-        let later = store.outbox_enqueue("t", &entry(Operation::Update, "planned", "{}"), 11).unwrap();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "planned", "{}"), 10).unwrap().0;
+        let later = store.outbox_enqueue("t", &entry(Operation::Update, "planned", "{}"), 11).unwrap().0;
         assert_eq!(
             store.id_get("t", "farm", "Plot", "local-planned").unwrap(),
             Some(IdBinding { object_id: "planned".into(), confirmed: false })
@@ -474,7 +504,7 @@ mod tests {
     #[test]
     fn coalesce_merges_only_unattempted_entries() {
         let store = store();
-        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1,"b":1}"#), 10).unwrap();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1,"b":1}"#), 10).unwrap().0;
         assert_eq!(store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"b":2}"#).unwrap(), Some(id));
         assert_eq!(store.outbox_get("t", id).unwrap().unwrap().payload, r#"{"a":1,"b":2}"#);
 
@@ -485,7 +515,7 @@ mod tests {
     #[test]
     fn update_merged_during_send_is_kept() {
         let store = store();
-        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1}"#), 10).unwrap();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1}"#), 10).unwrap().0;
         // Another process merges an update while this one sends {"a":1}.
         store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"a":2}"#).unwrap();
         store.outbox_complete("t", id, "A", r#"{"a":1}"#).unwrap();
@@ -497,9 +527,29 @@ mod tests {
     }
 
     #[test]
+    fn second_create_of_a_local_id_becomes_an_update() {
+        let store = store();
+        let (_, first_op, first_id) = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        let mut racing = entry(Operation::Create, "B", "{}");
+        racing.local_id = Some("local-A".into());
+        let (_, op, object_id) = store.outbox_enqueue("t", &racing, 11).unwrap();
+
+        assert_eq!((first_op, first_id.as_str()), (Operation::Create, "A"));
+        assert_eq!((op, object_id.as_str()), (Operation::Update, "A"));
+    }
+
+    #[test]
+    fn delete_by_local_id_unbinds_it() {
+        let store = store();
+        store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
+        store.outbox_enqueue("t", &entry(Operation::Delete, "A", "{}"), 11).unwrap();
+        assert_eq!(store.id_get("t", "farm", "Plot", "local-A").unwrap(), None);
+    }
+
+    #[test]
     fn retry_dead_makes_entry_due() {
         let store = store();
-        let id = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap();
+        let id = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap().0;
         store.outbox_dead_letter("t", id, Some(101), "not found").unwrap();
         assert!(store.outbox_retry_dead("t", id, 50).unwrap());
         assert_eq!(store.outbox_due("t", "farm", 50, 10).unwrap().len(), 1);
