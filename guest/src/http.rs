@@ -52,8 +52,28 @@ fn transport_error(url: &str, err: anyhow::Error) -> SyncError {
             ErrorKind::RequestDenied,
             format!("request to {url} denied by the host: the URL is not one of this tenant's Parse servers"),
         ),
-        Some(code) => (ErrorKind::ServerUnavailable, format!("request to {url} failed: {code:?}")),
+        Some(code) => (ErrorKind::ServerUnavailable, format!("request to {url} failed: {}", describe(code))),
         None => (ErrorKind::ServerUnavailable, format!("request to {url} failed: {err:#}")),
     };
     error(kind, url, detail)
+}
+
+/// A short English description of a `wasi:http` error code.
+fn describe(code: &ErrorCode) -> String {
+    match code {
+        ErrorCode::ConnectionRefused => "connection refused".to_owned(),
+        ErrorCode::ConnectionTerminated => "the connection was closed before a response arrived".to_owned(),
+        ErrorCode::ConnectionTimeout => "the connection timed out".to_owned(),
+        ErrorCode::ConnectionReadTimeout => "timed out waiting for the response".to_owned(),
+        ErrorCode::ConnectionWriteTimeout => "timed out sending the request".to_owned(),
+        ErrorCode::ConnectionLimitReached => "too many connections".to_owned(),
+        ErrorCode::DnsTimeout => "the DNS lookup timed out".to_owned(),
+        ErrorCode::DnsError(_) => "the DNS lookup failed".to_owned(),
+        ErrorCode::DestinationNotFound => "the server's host name was not found".to_owned(),
+        ErrorCode::DestinationUnavailable => "the server is unreachable".to_owned(),
+        ErrorCode::TlsProtocolError | ErrorCode::TlsCertificateError | ErrorCode::TlsAlertReceived(_) => "the TLS handshake failed".to_owned(),
+        ErrorCode::HttpResponseIncomplete => "the response was cut off".to_owned(),
+        ErrorCode::HttpResponseTimeout => "timed out waiting for the response".to_owned(),
+        other => format!("{other:?}"),
+    }
 }

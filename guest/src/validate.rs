@@ -21,6 +21,12 @@ pub fn class_name(name: &str) -> SyncResult<()> {
     if SYSTEM_CLASSES.contains(&name) {
         return Ok(());
     }
+    if name.starts_with('_') {
+        let detail = format!(
+            "class {name:?} is a Parse system class or an invalid name; of the system classes only _User, _Role and _Installation can be synced"
+        );
+        return Err(error(ErrorKind::InvalidClassName, name, detail));
+    }
     if let Some(reason) = name_problem(name) {
         let detail = format!(
             "invalid class name {name:?}: {reason}; use a letter followed by letters, digits or '_'"

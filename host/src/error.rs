@@ -4,7 +4,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::bindings::{ErrorKind, SyncError};
-use crate::messages::{error_message, Lang};
+use crate::messages::{error_message, server_error_message, Lang};
 
 /// Why a call into the plugin failed.
 #[derive(Debug, Error)]
@@ -53,7 +53,7 @@ impl ErrorReport {
     pub fn from_call(lang: Lang, error: &CallError) -> Self {
         match error {
             CallError::Plugin(e) => Self::from_sync_error(lang, e),
-            CallError::Trap { .. } => Self::new(lang, "plugin-trap", None, error.to_string()),
+            CallError::Trap { .. } => Self::new(lang, "plugin-trap", None, format!("{error}; {}", trap_hint(lang))),
             CallError::Instantiate(_) => Self::new(lang, "plugin-unavailable", None, error.to_string()),
         }
     }
@@ -62,8 +62,20 @@ impl ErrorReport {
         let mut report = Self::new(lang, error_code(error.kind), error.subject.clone(), error.detail.clone());
         report.parse_code = error.parse_code;
         report.http_status = error.http_status;
+        let from_server = error.parse_code.is_some() || error.http_status.is_some() || error.kind == ErrorKind::ServerUnavailable;
+        if from_server {
+            let subject = error.subject.as_deref().unwrap_or_default();
+            report.message = server_error_message(lang, &report.code, subject, &error.detail, error.parse_code, error.http_status);
+        }
         report
     }
+}
+
+fn trap_hint(lang: Lang) -> &'static str {
+    lang.pick(
+        "the next call starts a fresh instance; if memory ran out, query with --limit or --keys, lower limits.query_page_size or raise limits.plugin_memory_bytes",
+        "la siguiente llamada usa una instancia nueva; si faltó memoria, consulte con --limit o --keys, baje limits.query_page_size o suba limits.plugin_memory_bytes",
+    )
 }
 
 /// The stable code of an error kind, as spelt in the WIT enum.

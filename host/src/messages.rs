@@ -70,3 +70,27 @@ pub fn error_message(lang: Lang, code: &str, subject: &str, detail: &str) -> Str
     };
     text
 }
+
+/// The one-line message for an error the Parse server (or a proxy in front
+/// of it) returned: `detail` is the server's own text, so the message adds
+/// what it was about and what to do.
+pub fn server_error_message(lang: Lang, code: &str, subject: &str, detail: &str, parse_code: Option<i32>, http_status: Option<u16>) -> String {
+    let codes = match (parse_code, http_status) {
+        (Some(parse), Some(http)) => format!(" (Parse {parse}, HTTP {http})"),
+        (Some(parse), None) => format!(" (Parse {parse})"),
+        (None, Some(http)) => format!(" (HTTP {http})"),
+        (None, None) => String::new(),
+    };
+    match (lang, code) {
+        (Lang::En, "object-not-found") => format!("object {subject} does not exist on the server: {detail}{codes}"),
+        (Lang::Es, "object-not-found") => format!("el objeto «{subject}» no existe en el servidor: {detail}{codes}"),
+        (Lang::En, "unauthorized") => format!("the Parse server refused the keys for {subject}: {detail}{codes}; check master_key in config.yaml"),
+        (Lang::Es, "unauthorized") => format!("el servidor Parse rechazó las claves de «{subject}»: {detail}{codes}; revise master_key en config.yaml"),
+        (Lang::En, "server-unavailable") => format!("the Parse server is unavailable for {subject}: {detail}{codes}; writes stay queued and are retried"),
+        (Lang::Es, "server-unavailable") => format!("el servidor Parse no está disponible para «{subject}»: {detail}{codes}; las escrituras siguen en cola y se reintentan"),
+        (Lang::En, "object-too-large") => format!("the Parse server rejected {subject} as too large: {detail}{codes}; raise its maxUploadSize or send less data"),
+        (Lang::Es, "object-too-large") => format!("el servidor Parse rechazó «{subject}» por demasiado grande: {detail}{codes}; suba su maxUploadSize o envíe menos datos"),
+        (Lang::En, _) => format!("the Parse server rejected the request on {subject}: {detail}{codes}; fix the data or the class schema"),
+        (Lang::Es, _) => format!("el servidor Parse rechazó la petición sobre «{subject}»: {detail}{codes}; corrija los datos o el esquema de la clase"),
+    }
+}

@@ -135,20 +135,33 @@ impl Tenant {
             Ok(value) => Ok(value),
             Err(trap) => {
                 let stderr = slot.take().map(|i| i.store.data().stderr.contents()).unwrap_or_default();
-                let guest_message = String::from_utf8_lossy(&stderr).trim().to_owned();
-                tracing::error!(tenant = %self.context.name, error = %format!("{trap:?}"), guest_stderr = %guest_message, "plugin trapped; its instance is discarded");
-                Err(CallError::Trap { tenant: self.context.name.clone(), message: format!("{trap}"), guest_message })
+                let guest_output = String::from_utf8_lossy(&stderr).trim().to_owned();
+                tracing::error!(tenant = %self.context.name, error = %format!("{trap:?}"), guest_stderr = %guest_output, "plugin trapped; its instance is discarded");
+                // The first line of the root cause ("wasm trap: ...") and the
+                // guest's panic line; the wasm backtrace goes to the log only.
+                let root = trap.root_cause().to_string();
+                let message = root.lines().next().unwrap_or("trap").to_owned();
+                let guest_message = guest_output
+                    .lines()
+                    .find(|line| line.contains("panicked") || line.contains("memory allocation"))
+                    .or_else(|| guest_output.lines().next())
+                    .unwrap_or_default()
+                    .to_owned();
+                Err(CallError::Trap { tenant: self.context.name.clone(), message, guest_message })
             }
         }
     }
 }
+
+/// The tenant built from the top-level `databases:`.
+pub const DEFAULT_TENANT: &str = "default";
 
 /// Opens the state store and the plugin, and prepares the `default` tenant
 /// from the top-level `databases:`.
 pub fn open_default(config: &Config) -> anyhow::Result<Tenant> {
     let store = SqliteStore::open(&config.state)?;
     let runtime = PluginRuntime::load(&config.plugin_path)?;
-    Tenant::new("default", config, store, runtime)
+    Tenant::new(DEFAULT_TENANT, config, store, runtime)
 }
 
 /// The error a typed plugin call returned, for callers that match on it.

@@ -24,7 +24,9 @@ esac
 
 # PostgreSQL 15 cluster, reachable on 127.0.0.1 only. Superuser `postgres`
 # with trust authentication.
-export AGROS_PG_PORT="${AGROS_PG_PORT:-55432}"
+# Below Linux's ephemeral range (32768-60999), so an outgoing connection's
+# socket in TIME-WAIT cannot hold the port when the cluster restarts.
+export AGROS_PG_PORT="${AGROS_PG_PORT:-25432}"
 export AGROS_PG_USER="${AGROS_PG_USER:-postgres}"
 
 # App A: custom objectIds allowed.

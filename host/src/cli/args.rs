@@ -124,7 +124,6 @@ fn spanish_help(command: Command) -> Command {
     let subcommand_names: Vec<String> = command.get_subcommands().map(|c| c.get_name().to_owned()).collect();
     let mut command = command
         .help_template("{about}\n\nUso: {usage}\n\nComandos:\n{subcommands}\n\nOpciones:\n{options}")
-        .disable_help_subcommand(true)
         .disable_help_flag(true)
         .disable_version_flag(true)
         .arg(Arg::new("help").short('h').long("help").global(true).action(ArgAction::Help).help("Muestra esta ayuda"))
@@ -144,7 +143,7 @@ fn spanish_subcommand_help(sub: Command) -> Command {
         "{about}\n\nUso: {usage}\n\nOpciones:\n{options}"
     };
     let names: Vec<String> = sub.get_subcommands().map(|c| c.get_name().to_owned()).collect();
-    let mut sub = sub.help_template(template).disable_help_subcommand(true);
+    let mut sub = sub.help_template(template);
     for name in names {
         sub = sub.mut_subcommand(name, spanish_subcommand_help);
     }

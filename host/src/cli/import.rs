@@ -62,7 +62,7 @@ pub async fn run(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(),
             Ok(_) => summary.updated += 1,
             Err(error) if stops_import(&error) => {
                 progress.abandon();
-                return Err(Failure::operation(ErrorReport::from_call(lang, &error)));
+                return Err(Failure::call(lang, &error));
             }
             Err(error) => summary.failed.push((index + 1, ErrorReport::from_call(lang, &error))),
         }
@@ -75,7 +75,7 @@ pub async fn run(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(),
         Ok(())
     } else {
         let detail = format!("{} of the records failed", summary.failed.len());
-        Err(Failure::operation(ErrorReport::new(lang, "import-incomplete", Some(path.display().to_string()), detail)))
+        Err(Failure::after_summary(ErrorReport::new(lang, "import-incomplete", Some(path.display().to_string()), detail)))
     }
 }
 

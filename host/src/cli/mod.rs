@@ -14,10 +14,12 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agros_sync_host::bindings::{ObjectRef, QueryOptions};
+use agros_sync_host::bindings::{ErrorKind, ObjectRef, QueryOptions};
 use agros_sync_host::config::Config;
-use agros_sync_host::error::ErrorReport;
+use agros_sync_host::engine::PluginRuntime;
+use agros_sync_host::error::{CallError, ErrorReport};
 use agros_sync_host::messages::Lang;
+use agros_sync_host::state::SqliteStore;
 use agros_sync_host::tenant::{self, Tenant};
 use clap::ArgMatches;
 
@@ -27,15 +29,42 @@ use output::Output;
 pub struct Failure {
     report: ErrorReport,
     exit_code: u8,
+    /// With `--json`, the command already printed its JSON result, which
+    /// tells what failed; nothing more is printed to stdout.
+    summary_printed: bool,
 }
 
 impl Failure {
     fn usage(lang: Lang, code: &str, subject: Option<String>, detail: String) -> Self {
-        Self { report: ErrorReport::new(lang, code, subject, detail), exit_code: 2 }
+        Self { report: ErrorReport::new(lang, code, subject, detail), exit_code: 2, summary_printed: false }
     }
 
     fn operation(report: ErrorReport) -> Self {
-        Self { report, exit_code: 1 }
+        Self { report, exit_code: 1, summary_printed: false }
+    }
+
+    /// A failed call: exit code 2 when the caller's input was invalid, 1
+    /// otherwise.
+    fn call(lang: Lang, error: &CallError) -> Self {
+        let input_error = matches!(
+            error,
+            CallError::Plugin(e) if matches!(
+                e.kind,
+                ErrorKind::UnknownDatabase
+                    | ErrorKind::SyncDisabled
+                    | ErrorKind::InvalidClassName
+                    | ErrorKind::InvalidFieldName
+                    | ErrorKind::InvalidJson
+                    | ErrorKind::InvalidValue
+                    | ErrorKind::ObjectTooLarge
+            )
+        );
+        Self { report: ErrorReport::from_call(lang, error), exit_code: if input_error { 2 } else { 1 }, summary_printed: false }
+    }
+
+    /// A failure reported by a JSON summary the command already printed.
+    fn after_summary(report: ErrorReport) -> Self {
+        Self { report, exit_code: 1, summary_printed: true }
     }
 }
 
@@ -61,11 +90,25 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `AGROS_SYNC_LOG` sets the filter (default `warn`).
+/// Logs go to stderr; `AGROS_SYNC_LOG` sets the filter (default `warn`). The
+/// code generator's own logs stay at `warn` unless named in the filter: at
+/// `debug` it writes tens of thousands of lines per plugin compile.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGROS_SYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let requested = std::env::var("AGROS_SYNC_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&requested).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if requested.is_empty() {
+        filter = tracing_subscriber::EnvFilter::new("warn");
+    }
+    for noisy in ["cranelift_codegen", "cranelift_frontend", "wasmtime_cranelift", "wasmtime_internal_cranelift", "regalloc2"] {
+        if !requested.contains(noisy) {
+            filter = filter.add_directive(format!("{noisy}=warn").parse().expect("a valid directive"));
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
@@ -73,8 +116,19 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let config_path: PathBuf = matches.get_one::<PathBuf>("config").cloned().expect("has a default");
     let config = Config::load(&config_path)
         .map_err(|e| Failure::usage(lang, "invalid-config", Some(config_path.display().to_string()), e.to_string()))?;
-    let tenant = tenant::open_default(&config)
+    let store = SqliteStore::open(&config.state).map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, e.to_string())))?;
+
+    // These read and change the state store only; they need no plugin.
+    match matches.subcommand() {
+        Some(("app-config", _)) => return app_config(&store, out),
+        Some(("outbox", args)) => return outbox::run(&store, args, out),
+        _ => {}
+    }
+
+    let runtime = PluginRuntime::load(&config.plugin_path)
         .map_err(|e| Failure::operation(ErrorReport::new(lang, "plugin-unavailable", None, format!("{e:#}"))))?;
+    let tenant = Tenant::new(tenant::DEFAULT_TENANT, &config, store, runtime)
+        .map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))?;
 
     match matches.subcommand() {
         Some(("sync", args)) => sync(&tenant, args, out).await,
@@ -82,9 +136,7 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         Some(("import", args)) => import::run(&tenant, args, out).await,
         Some(("query", args)) => query(&tenant, args, out).await,
         Some(("status", _)) => status(&tenant, out).await,
-        Some(("app-config", _)) => app_config(&tenant, out),
         Some(("flush", args)) => outbox::flush(&tenant, args, out).await,
-        Some(("outbox", args)) => outbox::run(&tenant, args, out),
         Some(("serve", args)) => serve::run(&tenant, args, out).await,
         _ => unreachable!("clap requires a subcommand"),
     }
@@ -100,7 +152,7 @@ async fn sync(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Fa
     let outcome = tenant
         .sync_object(text(args, "database"), text(args, "class"), &data, local_id)
         .await
-        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+        .map_err(|e| Failure::call(out.lang, &e))?;
     out.sync_outcome(text(args, "class"), &outcome);
     Ok(())
 }
@@ -113,7 +165,7 @@ async fn delete(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), 
     let outcome = tenant
         .delete_object(text(args, "database"), text(args, "class"), &target)
         .await
-        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+        .map_err(|e| Failure::call(out.lang, &e))?;
     out.deleted(text(args, "class"), &target, &outcome);
     Ok(())
 }
@@ -129,16 +181,14 @@ async fn query(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), F
     let objects = tenant
         .query_objects(text(args, "database"), text(args, "class"), filters, &options)
         .await
-        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+        .map_err(|e| Failure::call(out.lang, &e))?;
     out.objects(&objects);
     Ok(())
 }
 
-fn app_config(tenant: &Tenant, out: &Output) -> Result<(), Failure> {
-    let rows = tenant
-        .context
-        .store
-        .app_config_list(&tenant.context.name)
+fn app_config(store: &SqliteStore, out: &Output) -> Result<(), Failure> {
+    let rows = store
+        .app_config_list(tenant::DEFAULT_TENANT)
         .map_err(|e| Failure::operation(ErrorReport::new(out.lang, "state-store", None, e.to_string())))?;
     out.app_config(&rows);
     Ok(())
@@ -148,7 +198,7 @@ async fn status(tenant: &Tenant, out: &Output) -> Result<(), Failure> {
     let statuses = tenant
         .get_all_clients_status()
         .await
-        .map_err(|e| Failure::operation(ErrorReport::from_call(out.lang, &e)))?;
+        .map_err(|e| Failure::call(out.lang, &e))?;
     out.statuses(&statuses);
     Ok(())
 }

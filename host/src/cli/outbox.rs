@@ -6,8 +6,8 @@
 use agros_sync_host::error::ErrorReport;
 use agros_sync_host::host_state::now_millis;
 use agros_sync_host::messages::Lang;
-use agros_sync_host::state::{EntryState, OutboxEntry};
-use agros_sync_host::tenant::Tenant;
+use agros_sync_host::state::{EntryState, OutboxEntry, SqliteStore};
+use agros_sync_host::tenant::{Tenant, DEFAULT_TENANT};
 use clap::ArgMatches;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -39,7 +39,7 @@ pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(
         let report = tenant
             .flush(database, FLUSH_STEP, true)
             .await
-            .map_err(|e| Failure::operation(ErrorReport::from_call(lang, &e)))?;
+            .map_err(|e| Failure::call(lang, &e))?;
         delivered += report.delivered;
         retried += report.retried;
         dead_lettered += report.dead_lettered;
@@ -61,22 +61,22 @@ pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(
     }
     if pending > 0 || dead_lettered > 0 {
         let detail = format!("{pending} entries still pending and {dead_lettered} dead-lettered; see `agros-sync status` and `agros-sync outbox list`");
-        return Err(Failure::operation(ErrorReport::new(lang, "flush-incomplete", None, detail)));
+        return Err(Failure::after_summary(ErrorReport::new(lang, "flush-incomplete", None, detail)));
     }
     Ok(())
 }
 
-pub fn run(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+pub fn run(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     match args.subcommand() {
-        Some(("list", args)) => list(tenant, args, out),
-        Some(("show", args)) => show(tenant, args, out),
-        Some(("retry", args)) => retry(tenant, args, out),
-        Some(("discard", args)) => discard(tenant, args, out),
+        Some(("list", args)) => list(store, args, out),
+        Some(("show", args)) => show(store, args, out),
+        Some(("retry", args)) => retry(store, args, out),
+        Some(("discard", args)) => discard(store, args, out),
         _ => unreachable!("clap requires an outbox subcommand"),
     }
 }
 
-fn list(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+fn list(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let state = if args.get_flag("dead") {
         Some(EntryState::Dead)
     } else if args.get_flag("pending") {
@@ -86,11 +86,7 @@ fn list(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure>
     };
     let database = args.get_one::<String>("database").map(String::as_str);
     let limit = *args.get_one::<u32>("limit").expect("has a default");
-    let entries = tenant
-        .context
-        .store
-        .outbox_list(&tenant.context.name, database, state, limit)
-        .map_err(|e| state_failure(out.lang, e))?;
+    let entries = store.outbox_list(DEFAULT_TENANT, database, state, limit).map_err(|e| state_failure(out.lang, e))?;
 
     if out.json {
         let values: Vec<Value> = entries.iter().map(|e| entry_json(e, false)).collect();
@@ -105,9 +101,9 @@ fn list(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure>
     Ok(())
 }
 
-fn show(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+fn show(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let id = *args.get_one::<u64>("id").expect("required");
-    let entry = tenant.context.store.outbox_get(&tenant.context.name, id).map_err(|e| state_failure(out.lang, e))?;
+    let entry = store.outbox_get(DEFAULT_TENANT, id).map_err(|e| state_failure(out.lang, e))?;
     let Some(entry) = entry else {
         return Err(not_found(out.lang, id));
     };
@@ -120,9 +116,8 @@ fn show(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure>
     Ok(())
 }
 
-fn retry(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
-    let store = &tenant.context.store;
-    let name = &tenant.context.name;
+fn retry(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let name = DEFAULT_TENANT;
     let ids: Vec<u64> = if args.get_flag("all") {
         let dead = store.outbox_list(name, None, Some(EntryState::Dead), u32::MAX).map_err(|e| state_failure(out.lang, e))?;
         dead.iter().map(|e| e.id).collect()
@@ -141,9 +136,8 @@ fn retry(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure
     Ok(())
 }
 
-fn discard(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
-    let store = &tenant.context.store;
-    let name = &tenant.context.name;
+fn discard(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+    let name = DEFAULT_TENANT;
     let ids: Vec<u64> = args.get_many::<u64>("ids").into_iter().flatten().copied().collect();
     for id in &ids {
         let Some(entry) = store.outbox_discard(name, *id).map_err(|e| state_failure(out.lang, e))? else {

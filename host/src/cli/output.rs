@@ -21,6 +21,9 @@ impl Output {
 
     pub fn failure(&self, failure: &Failure) {
         let report = &failure.report;
+        if self.json && failure.summary_printed {
+            return;
+        }
         if self.json {
             println!("{}", json!({ "error": report }));
         } else {
@@ -47,8 +50,10 @@ impl Output {
     }
 
     pub fn deleted(&self, class_name: &str, target: &ObjectRef, outcome: &SyncOutcome) {
+        let object_id = outcome.object_id.as_deref().unwrap_or("?");
         let id = match target {
-            ObjectRef::ObjectId(id) | ObjectRef::LocalId(id) => id,
+            ObjectRef::ObjectId(_) => object_id.to_owned(),
+            ObjectRef::LocalId(local_id) => format!("{object_id} ({} {local_id})", self.t("local id", "id local")),
         };
         if self.json {
             println!("{}", sync_outcome_json(outcome));
@@ -73,7 +78,13 @@ impl Output {
         for value in &values {
             println!("{value}");
         }
-        eprintln!("{} {}", values.len(), self.t("objects", "objetos"));
+        let noun = match (values.len(), self.lang) {
+            (1, Lang::En) => "object",
+            (_, Lang::En) => "objects",
+            (1, Lang::Es) => "objeto",
+            (_, Lang::Es) => "objetos",
+        };
+        eprintln!("{} {noun}", values.len());
     }
 
     pub fn statuses(&self, statuses: &[ClientStatus]) {
