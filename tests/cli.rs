@@ -57,11 +57,11 @@ fn sync_then_query_json() {
 }
 
 #[test]
-fn errors_exit_nonzero_with_code() {
+fn input_error_exits_2_with_code() {
     let dir = config_dir("errors");
     let output = run(&dir, "C", &["--json", "sync", "nowhere", "Plot", "{}"]);
 
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     let error = stdout_json(&output);
     assert_eq!(error["error"]["code"], json!("unknown-database"));
     assert_eq!(error["error"]["subject"], json!("nowhere"));

@@ -16,9 +16,9 @@ pub fn now_millis() -> u64 {
 
 #[derive(Debug, Clone, Default)]
 pub struct DatabaseState {
-    /// Why sending is paused; `None` when it is not.
+    /// The reason sending is paused, or `None` when it is not paused.
     pub paused: Option<String>,
-    /// Consecutive failed attempts; 0 while the server answers.
+    /// Consecutive failed attempts, 0 while the server responds.
     pub failures: u32,
     /// No send before this time (Unix milliseconds).
     pub retry_at: Option<u64>,
@@ -79,7 +79,7 @@ impl DatabaseState {
         }
     }
 
-    /// Records a delivery: the server answers, so backoff ends.
+    /// Records a delivery. The server responds, so backoff ends.
     pub fn succeeded(&mut self, now: u64) {
         self.failures = 0;
         self.retry_at = None;

@@ -3,7 +3,7 @@
 //! Rules kept here:
 //! - Per-object order: the host hands out only the oldest pending entry of
 //!   each object, and an entry's successor is sent only after it completed.
-//!   So one `/batch` never holds two operations on one objectId.
+//!   So one `/batch` never contains two operations on one objectId.
 //! - Replay safety: a create on a server that accepts client-chosen objectIds
 //!   carries the id chosen at enqueue time, and a repeat answered 137 is
 //!   verified by GET and counts as delivered. On a server that picks its own
@@ -34,7 +34,7 @@ pub const SYNC_KEY_FIELD: &str = "agrosSyncKey";
 /// Entries read from the host per round.
 const ROUND_SIZE: u32 = 200;
 
-/// Which entries a flush may send.
+/// The entries a flush may send.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
     /// Every due entry of the database.
@@ -43,7 +43,7 @@ pub enum Scope<'a> {
     Object { class_name: &'a str, object_id: &'a str },
 }
 
-/// What one flush did, entry by entry.
+/// The result of one flush, entry by entry.
 #[derive(Debug, Default)]
 pub struct FlushResult {
     /// Entry id to the objectId the server stored.
@@ -53,7 +53,7 @@ pub struct FlushResult {
     pub dead_lettered: HashMap<u64, SyncError>,
 }
 
-/// How one entry's send ended.
+/// The result of sending one entry.
 enum Outcome {
     Delivered(String),
     Failed(SyncError),
@@ -130,13 +130,13 @@ fn server_usable(managed: &mut ManagedClient, state: &mut DatabaseState, now: u6
     }
 }
 
-/// The next entries to send. With `force`, entries waiting for a retry time
-/// are due now.
+/// Reads the next entries to send. With `force`, entries waiting for a retry
+/// time are due now.
 fn next_entries(database_key: &str, scope: Scope<'_>, max: u32, force: bool) -> Vec<Entry> {
     let now = if force { u64::MAX } else { now_millis() };
     match scope {
         Scope::All => outbox::due(database_key, now, max),
-        // Only the oldest entry may go; a dead letter there blocks the rest.
+        // Only the oldest entry may go, so a dead letter there blocks the rest.
         Scope::Object { class_name, object_id } => outbox::for_object(database_key, class_name, object_id)
             .into_iter()
             .take(1)
@@ -190,7 +190,8 @@ fn schedule_retries(failing: &[(&Entry, SyncError)], state: &mut DatabaseState, 
     );
 }
 
-/// The code stored with an entry: Parse's, or the HTTP status without one.
+/// Returns the code stored with an entry: Parse's, or the HTTP status when
+/// there is none.
 fn error_code(error: &SyncError) -> Option<i32> {
     error.parse_code.or(error.http_status.map(i32::from))
 }
@@ -201,7 +202,7 @@ fn send_entries(managed: &mut ManagedClient, entries: &[Entry], batch_size: usiz
     let custom_ids = managed.check.as_ref().and_then(|c| c.custom_object_ids) == Some(true);
     let mut outcomes: Vec<Option<Outcome>> = entries.iter().map(|_| None).collect();
 
-    // Prepare bodies first; entries that cannot be sent yet get their outcome now.
+    // Prepare bodies first. Entries that cannot be sent yet get their outcome now.
     let mut batchable: Vec<(usize, BatchOperation)> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         match prepare(managed, entry, custom_ids) {

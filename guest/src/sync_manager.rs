@@ -62,8 +62,8 @@ impl Guest for crate::Component {
     }
 }
 
-/// Resolves Pointers by local id when a write is recorded: a confirmed
-/// binding is written in; one whose create is still queued keeps its
+/// Resolves Pointers by local id when a write is recorded. A confirmed
+/// binding is written in. A binding whose create is still queued keeps its
 /// `localId` until the send.
 struct IdMapResolver<'a> {
     database_key: &'a str,
@@ -333,7 +333,7 @@ fn check_size(body: &Map<String, Value>, class_name: &str) -> SyncResult<()> {
     Ok(())
 }
 
-/// The first 80 characters of a caller's input, for an error's subject.
+/// Returns the first 80 characters of a caller's input, for an error's subject.
 fn excerpt(text: &str) -> String {
     let mut out: String = text.chars().take(80).collect();
     if out.len() < text.len() {

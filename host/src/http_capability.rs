@@ -2,7 +2,7 @@
 //!
 //! Trust boundary: the guest is untrusted. It may reach only the Parse Server
 //! applications configured for its own tenant, matched on scheme, host, port
-//! and mount path exactly; every other request is denied before a connection
+//! and mount path exactly. Every other request is denied before a connection
 //! is made, and the guest gets `HttpRequestDenied`. The host adds the Parse
 //! keys to each allowed request, and the guest may not set key headers itself,
 //! so keys never enter the sandbox. Redirects are not followed: the response
@@ -19,7 +19,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::config::{Config, Secret};
 
-/// Longest connection attempt the host allows, whatever the guest asks for.
+/// Maximum connection attempt the host allows, whatever the guest requests.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const APP_ID_HEADER: &str = "x-parse-application-id";
@@ -49,7 +49,7 @@ pub struct ParseRoute {
     rest_api_key: Option<Secret>,
 }
 
-/// Why a request was denied; the message is safe to show and log.
+/// The reason a request was denied. The message is safe to show and log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial(pub String);
 
@@ -62,7 +62,7 @@ pub struct HttpCapability {
 }
 
 impl HttpCapability {
-    /// The routes of every synced database in `config`.
+    /// Builds the routes of every synced database in `config`.
     pub fn for_tenant(tenant: &str, config: &Config) -> Self {
         let routes = config
             .synced_databases()

@@ -1,6 +1,6 @@
 //! `agros-sync serve`: the background flusher. It looks for due outbox
-//! entries every interval and calls the plugin's `flush` when there are any;
-//! the plugin itself keeps each database's backoff and pause.
+//! entries every interval and calls the plugin's `flush` when there are any.
+//! The plugin itself keeps each database's backoff and pause.
 
 use std::time::Duration;
 

@@ -1,10 +1,12 @@
 //! The outbox table: writes recorded before they are sent.
 //!
-//! Guarantees kept here: an entry is committed (WAL, `synchronous = FULL`)
-//! before `enqueue` returns; entries of one object (tenant, database, class,
-//! objectId) are handed out oldest first, one at a time, so per-object order
-//! holds; an entry leaves the table only when it was delivered (`complete`) or
-//! an operator discarded it.
+//! Guarantees kept here:
+//! - An entry is committed (WAL, `synchronous = FULL`) before `enqueue`
+//!   returns.
+//! - Entries of one object (tenant, database, class, objectId) are handed out
+//!   oldest first, one at a time, so per-object order is kept.
+//! - An entry leaves the table only when it was delivered (`complete`) or an
+//!   operator discarded it.
 
 use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
@@ -230,7 +232,7 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(failed("select due outbox entries"))
     }
 
-    /// The entries of one object, pending or dead, oldest first.
+    /// Lists the entries of one object, pending or dead, oldest first.
     pub fn outbox_for_object(&self, tenant: &str, database_key: &str, class_name: &str, object_id: &str) -> Result<Vec<OutboxEntry>, StateError> {
         let connection = self.lock();
         let mut statement = connection
@@ -246,8 +248,8 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(failed("select the outbox entries of an object"))
     }
 
-    /// Entries of a tenant in one state (all states when `state` is none),
-    /// oldest first, optionally of one database.
+    /// Lists a tenant's entries in one state (every state when `state` is
+    /// `None`), oldest first, optionally of one database only.
     pub fn outbox_list(&self, tenant: &str, database_key: Option<&str>, state: Option<EntryState>, max: u32) -> Result<Vec<OutboxEntry>, StateError> {
         let connection = self.lock();
         let mut statement = connection
@@ -404,7 +406,7 @@ fn to_sql_time(millis: u64) -> i64 {
     millis.min(i64::MAX as u64) as i64
 }
 
-/// The fields of `newer` written over those of `older`; both are JSON objects.
+/// Writes the fields of `newer` over those of `older`. Both are JSON objects.
 fn merge_payloads(older: &str, newer: &str) -> String {
     let mut merged: Map<String, Value> = serde_json::from_str(older).unwrap_or_default();
     let newer: Map<String, Value> = serde_json::from_str(newer).unwrap_or_default();
@@ -482,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn create_binds_local_id_and_complete_confirms_and_renames() {
+    fn complete_confirms_and_renames() {
         let store = store();
         let id = store.outbox_enqueue("t", &entry(Operation::Create, "planned", "{}"), 10).unwrap().0;
         let later = store.outbox_enqueue("t", &entry(Operation::Update, "planned", "{}"), 11).unwrap().0;
@@ -527,7 +529,7 @@ mod tests {
     }
 
     #[test]
-    fn second_create_of_a_local_id_becomes_an_update() {
+    fn racing_create_becomes_update() {
         let store = store();
         let (_, first_op, first_id) = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
         let mut racing = entry(Operation::Create, "B", "{}");
