@@ -87,6 +87,9 @@ pub struct Config {
     pub path: PathBuf,
     pub state: StateLocation,
     pub plugin_path: PathBuf,
+    /// Where compiled plugins are cached; `None` means the user's cache
+    /// directory (`PluginCache::default_dir`).
+    pub plugin_cache_dir: Option<PathBuf>,
     pub limits: Limits,
     /// Databases in file order.
     pub databases: Vec<Database>,
@@ -153,6 +156,7 @@ struct RawState {
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
     path: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -297,6 +301,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
     }
     let state = state_location(raw.state.url.as_deref().unwrap_or(DEFAULT_STATE_URL), base_dir)?;
     let plugin_path = base_dir.join(raw.plugin.path.unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_PATH)));
+    let plugin_cache_dir = raw.plugin.cache_dir.map(|dir| base_dir.join(dir));
 
     if raw.databases.is_empty() {
         return Err(("databases".into(), "no database is configured; add at least one entry".into()));
@@ -305,7 +310,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
     for (key, database) in raw.databases {
         databases.push(validate_database(key, database)?);
     }
-    Ok(Config { path: PathBuf::new(), state, plugin_path, limits, databases })
+    Ok(Config { path: PathBuf::new(), state, plugin_path, plugin_cache_dir, limits, databases })
 }
 
 fn validate_database(key: String, raw: RawDatabase) -> Result<Database, KeyError> {

@@ -16,6 +16,7 @@ use wasmtime::{Config as WasmtimeConfig, Engine};
 
 use crate::bindings::{Plugin, PluginPre};
 use crate::host_state::HostState;
+use crate::plugin_cache::PluginCache;
 
 /// How often the epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -25,11 +26,19 @@ pub struct PluginRuntime {
     pub engine: Engine,
     pub pre: PluginPre<HostState>,
     pub plugin_path: PathBuf,
+    /// SHA-256 of the component file, in hex.
+    pub plugin_hash: String,
 }
 
 impl PluginRuntime {
     /// Creates the engine and compiles and links the plugin at `plugin_path`.
     pub fn load(plugin_path: &Path) -> anyhow::Result<Arc<Self>> {
+        Self::load_with_cache(plugin_path, None)
+    }
+
+    /// Like [`PluginRuntime::load`], taking compiled code from `cache` when it
+    /// has this exact component and engine, and storing it there otherwise.
+    pub fn load_with_cache(plugin_path: &Path, cache: Option<&PluginCache>) -> anyhow::Result<Arc<Self>> {
         let engine = new_engine()?;
         let bytes = std::fs::read(plugin_path).with_context(|| {
             format!(
@@ -37,9 +46,12 @@ impl PluginRuntime {
                 plugin_path.display()
             )
         })?;
-        let component = Component::new(&engine, &bytes)
-            .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("failed to compile plugin {}", plugin_path.display()))?;
+        let compiled = match cache {
+            Some(cache) => cache.load(&engine, &bytes).map(|(component, _)| component),
+            None => Component::new(&engine, &bytes).map_err(|e| anyhow!("{e:?}")),
+        };
+        let component = compiled.with_context(|| format!("failed to compile plugin {}", plugin_path.display()))?;
+        let plugin_hash = crate::plugin_cache::cache_key(&engine, &bytes).split('-').next().unwrap_or_default().to_owned();
 
         let linker = new_linker(&engine)?;
         let instance_pre = linker
@@ -51,7 +63,7 @@ impl PluginRuntime {
             .with_context(|| format!("plugin {} does not export agros:sync/sync-manager", plugin_path.display()))?;
 
         start_epoch_ticker(&engine);
-        Ok(Arc::new(Self { engine, pre, plugin_path: plugin_path.to_owned() }))
+        Ok(Arc::new(Self { engine, pre, plugin_path: plugin_path.to_owned(), plugin_hash }))
     }
 }
 

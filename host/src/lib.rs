@@ -26,5 +26,6 @@ pub mod error;
 pub mod host_state;
 pub mod http_capability;
 pub mod messages;
+pub mod plugin_cache;
 pub mod state;
 pub mod tenant;

@@ -19,6 +19,7 @@ use agros_sync_host::config::Config;
 use agros_sync_host::engine::PluginRuntime;
 use agros_sync_host::error::{CallError, ErrorReport};
 use agros_sync_host::messages::Lang;
+use agros_sync_host::plugin_cache::PluginCache;
 use agros_sync_host::state::SqliteStore;
 use agros_sync_host::tenant::{self, Tenant};
 use clap::ArgMatches;
@@ -125,7 +126,8 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         _ => {}
     }
 
-    let runtime = PluginRuntime::load(&config.plugin_path)
+    let cache = PluginCache::new(config.plugin_cache_dir.clone().unwrap_or_else(PluginCache::default_dir));
+    let runtime = PluginRuntime::load_with_cache(&config.plugin_path, Some(&cache))
         .map_err(|e| Failure::operation(ErrorReport::new(lang, "plugin-unavailable", None, format!("{e:#}"))))?;
     let tenant = Tenant::new(tenant::DEFAULT_TENANT, &config, store, runtime)
         .map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))?;
