@@ -291,20 +291,17 @@ impl SqliteStore {
         let Some(entry) = entry else { return Ok(()) };
 
         if entry.object_id != object_id {
-            transaction
-                .execute(
-                    "UPDATE outbox SET object_id = ?1
-                     WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5",
-                    params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
-                )
-                .map_err(failed("rename an object in the outbox"))?;
-            transaction
-                .execute(
-                    "UPDATE id_map SET object_id = ?1
-                     WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5",
-                    params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
-                )
-                .map_err(failed("rename an object in the id map"))?;
+            for table in ["outbox", "id_map"] {
+                transaction
+                    .execute(
+                        &format!(
+                            "UPDATE {table} SET object_id = ?1
+                             WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5"
+                        ),
+                        params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
+                    )
+                    .map_err(failed(&format!("rename an object in table {table}")))?;
+            }
         }
         // A delivered create or update proves the object exists.
         if let (Operation::Create | Operation::Update, Some(local_id)) = (entry.operation, &entry.local_id) {
