@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::bindings::agros::sync::config;
 use crate::bindings::agros::sync::id_map;
-use crate::bindings::agros::sync::outbox::{self, Entry, EntryState, Operation};
+use crate::bindings::agros::sync::outbox::{self, Delivery, Entry, EntryState, Operation};
 use crate::client_factory::ManagedClient;
 use crate::db_state::{now_millis, DatabaseState};
 use crate::encode::{self, LocalIdResolver};
@@ -89,10 +89,15 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
         let outcomes = send_entries(managed, &entries, limits.batch_size.max(1) as usize);
 
         let mut failing: Vec<(&Entry, SyncError)> = Vec::new();
+        let mut deliveries: Vec<Delivery> = Vec::new();
         for (entry, outcome) in entries.iter().zip(outcomes) {
-            if let Some(failure) = record_outcome(entry, outcome, &mut state, &mut result, &limits) {
+            if let Some(failure) = record_outcome(entry, outcome, &mut state, &mut result, &mut deliveries, &limits) {
                 failing.push((entry, failure));
             }
+        }
+        // One transaction for the round's deliveries: one fsync, not one each.
+        if !deliveries.is_empty() {
+            outbox::complete(&deliveries);
         }
         if !failing.is_empty() {
             schedule_retries(&failing, &mut state, &mut result, &limits);
@@ -145,14 +150,22 @@ fn next_entries(database_key: &str, scope: Scope<'_>, max: u32, force: bool) -> 
     }
 }
 
-/// Applies one outcome to the outbox and the database state. Returns the
+/// Applies one outcome to the outbox and the database state; deliveries are
+/// collected in `deliveries` for one `complete` call. Returns the
 /// error when the entry must be sent again later: the server is failing, or
 /// refuses the keys.
-fn record_outcome(entry: &Entry, outcome: Outcome, state: &mut DatabaseState, result: &mut FlushResult, limits: &config::PluginLimits) -> Option<SyncError> {
+fn record_outcome(
+    entry: &Entry,
+    outcome: Outcome,
+    state: &mut DatabaseState,
+    result: &mut FlushResult,
+    deliveries: &mut Vec<Delivery>,
+    limits: &config::PluginLimits,
+) -> Option<SyncError> {
     let now = now_millis();
     match outcome {
         Outcome::Delivered(object_id) => {
-            outbox::complete(entry.id, &object_id, &entry.payload);
+            deliveries.push(Delivery { id: entry.id, object_id: object_id.clone(), sent_payload: entry.payload.clone() });
             state.succeeded(now);
             result.delivered.insert(entry.id, object_id);
             None

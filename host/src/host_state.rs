@@ -208,8 +208,12 @@ impl outbox::Host for HostState {
         Ok(self.tenant.store.outbox_get(&self.tenant.name, id)?.map(entry_to_wit))
     }
 
-    fn complete(&mut self, id: u64, object_id: String, sent_payload: String) -> wasmtime::Result<()> {
-        Ok(self.tenant.store.outbox_complete(&self.tenant.name, id, &object_id, &sent_payload)?)
+    fn complete(&mut self, deliveries: Vec<outbox::Delivery>) -> wasmtime::Result<()> {
+        let deliveries: Vec<state::Delivery> = deliveries
+            .into_iter()
+            .map(|d| state::Delivery { id: d.id, object_id: d.object_id, sent_payload: d.sent_payload })
+            .collect();
+        Ok(self.tenant.store.outbox_complete(&self.tenant.name, &deliveries)?)
     }
 
     fn retry_at(&mut self, id: u64, next_attempt_at: u64, code: Option<i32>, message: String) -> wasmtime::Result<()> {

@@ -8,7 +8,7 @@
 mod outbox;
 mod sqlite;
 
-pub use outbox::{EntryState, NewEntry, Operation, OutboxEntry, OutboxStats};
+pub use outbox::{Delivery, EntryState, NewEntry, Operation, OutboxEntry, OutboxStats};
 pub use sqlite::SqliteStore;
 
 use thiserror::Error;

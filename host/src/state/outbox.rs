@@ -8,7 +8,7 @@
 //! - An entry leaves the table only when it was delivered (`complete`) or an
 //!   operator discarded it.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::sqlite::{failed, SqliteStore};
@@ -79,6 +79,14 @@ pub struct NewEntry {
     pub object_id: String,
     pub local_id: Option<String>,
     pub payload: String,
+}
+
+/// One entry the server confirmed; see `complete` in the WIT file.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: u64,
+    pub object_id: String,
+    pub sent_payload: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -276,58 +284,15 @@ impl SqliteStore {
             .map_err(failed(&format!("read outbox entry {id}")))
     }
 
-    /// Removes a delivered entry; see `complete` in the WIT file.
-    pub fn outbox_complete(&self, tenant: &str, id: u64, object_id: &str, sent_payload: &str) -> Result<(), StateError> {
+    /// Removes delivered entries in one transaction; see `complete` in the
+    /// WIT file.
+    pub fn outbox_complete(&self, tenant: &str, deliveries: &[Delivery]) -> Result<(), StateError> {
         let mut connection = self.lock();
         let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
-        let entry = transaction
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id = ?2"),
-                params![tenant, id as i64],
-                entry_from_row,
-            )
-            .optional()
-            .map_err(failed(&format!("read outbox entry {id}")))?;
-        let Some(entry) = entry else { return Ok(()) };
-
-        if entry.object_id != object_id {
-            for table in ["outbox", "id_map"] {
-                transaction
-                    .execute(
-                        &format!(
-                            "UPDATE {table} SET object_id = ?1
-                             WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5"
-                        ),
-                        params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
-                    )
-                    .map_err(failed(&format!("rename an object in table {table}")))?;
-            }
+        for delivery in deliveries {
+            complete_one(&transaction, tenant, delivery)?;
         }
-        // A delivered create or update proves the object exists.
-        if let (Operation::Create | Operation::Update, Some(local_id)) = (entry.operation, &entry.local_id) {
-            transaction
-                .execute(
-                    "UPDATE id_map SET confirmed = 1
-                     WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND local_id = ?4 AND object_id = ?5",
-                    params![tenant, entry.database_key, entry.class_name, local_id, object_id],
-                )
-                .map_err(failed("confirm a local id"))?;
-        }
-        if entry.payload == sent_payload || entry.operation == Operation::Delete {
-            transaction
-                .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
-                .map_err(failed(&format!("remove delivered outbox entry {id}")))?;
-        } else {
-            // Another process merged an update into the entry while it was
-            // being sent; what was sent is done, the merged fields are not.
-            transaction
-                .execute(
-                    "UPDATE outbox SET operation = 'update', attempts = 0 WHERE tenant = ?1 AND id = ?2",
-                    params![tenant, id as i64],
-                )
-                .map_err(failed(&format!("keep merged outbox entry {id}")))?;
-        }
-        transaction.commit().map_err(failed("commit a delivered outbox entry"))
+        transaction.commit().map_err(failed("commit delivered outbox entries"))
     }
 
     pub fn outbox_retry_at(&self, tenant: &str, id: u64, next_attempt_at: u64, code: Option<i32>, message: &str) -> Result<(), StateError> {
@@ -397,6 +362,60 @@ impl SqliteStore {
     }
 }
 
+/// Removes one delivered entry inside `transaction`.
+fn complete_one(transaction: &Transaction<'_>, tenant: &str, delivery: &Delivery) -> Result<(), StateError> {
+    let (id, object_id, sent_payload) = (delivery.id, delivery.object_id.as_str(), delivery.sent_payload.as_str());
+    let entry = transaction
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id = ?2"),
+            params![tenant, id as i64],
+            entry_from_row,
+        )
+        .optional()
+        .map_err(failed(&format!("read outbox entry {id}")))?;
+    let Some(entry) = entry else { return Ok(()) };
+
+    if entry.object_id != object_id {
+        for table in ["outbox", "id_map"] {
+            transaction
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET object_id = ?1
+                         WHERE tenant = ?2 AND database_key = ?3 AND class_name = ?4 AND object_id = ?5"
+                    ),
+                    params![object_id, tenant, entry.database_key, entry.class_name, entry.object_id],
+                )
+                .map_err(failed(&format!("rename an object in table {table}")))?;
+        }
+    }
+    // A delivered create or update proves the object exists.
+    if let (Operation::Create | Operation::Update, Some(local_id)) = (entry.operation, &entry.local_id) {
+        transaction
+            .execute(
+                "UPDATE id_map SET confirmed = 1
+                 WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND local_id = ?4 AND object_id = ?5",
+                params![tenant, entry.database_key, entry.class_name, local_id, object_id],
+            )
+            .map_err(failed("confirm a local id"))?;
+    }
+    if entry.payload == sent_payload || entry.operation == Operation::Delete {
+        transaction
+            .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
+            .map_err(failed(&format!("remove delivered outbox entry {id}")))?;
+    } else {
+        // Another process merged an update into the entry while it was
+        // being sent; what was sent is done, the merged fields are not.
+        transaction
+            .execute(
+                "UPDATE outbox SET operation = 'update', attempts = 0 WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id as i64],
+            )
+            .map_err(failed(&format!("keep merged outbox entry {id}")))?;
+    }
+    Ok(())
+}
+
+
 /// Unix milliseconds as SQLite's signed integer; `u64::MAX` ("any time")
 /// becomes `i64::MAX` instead of wrapping to -1.
 fn to_sql_time(millis: u64) -> i64 {
@@ -420,6 +439,10 @@ mod tests {
         SqliteStore::open(&StateLocation::SqliteMemory).unwrap()
     }
 
+    fn delivery(id: u64, object_id: &str, sent_payload: &str) -> Delivery {
+        Delivery { id, object_id: object_id.into(), sent_payload: sent_payload.into() }
+    }
+
     fn entry(operation: Operation, object_id: &str, payload: &str) -> NewEntry {
         NewEntry {
             database_key: "farm".into(),
@@ -441,7 +464,7 @@ mod tests {
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(due, vec![a1, b1]);
 
-        store.outbox_complete("t", a1, "A", "{}").unwrap();
+        store.outbox_complete("t", &[delivery(a1, "A", "{}")]).unwrap();
         let due: Vec<u64> = store.outbox_due("t", "farm", 100, 10).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(due, vec![a1 + 1, b1]);
     }
@@ -490,7 +513,7 @@ mod tests {
             Some(IdBinding { object_id: "planned".into(), confirmed: false })
         );
 
-        store.outbox_complete("t", id, "server1234", "{}").unwrap();
+        store.outbox_complete("t", &[delivery(id, "server1234", "{}")]).unwrap();
 
         assert_eq!(
             store.id_get("t", "farm", "Plot", "local-planned").unwrap(),
@@ -517,7 +540,7 @@ mod tests {
         let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", r#"{"a":1}"#), 10).unwrap().0;
         // Another process merges an update while this one sends {"a":1}.
         store.outbox_coalesce("t", "farm", "Plot", "A", r#"{"a":2}"#).unwrap();
-        store.outbox_complete("t", id, "A", r#"{"a":1}"#).unwrap();
+        store.outbox_complete("t", &[delivery(id, "A", r#"{"a":1}"#)]).unwrap();
 
         let kept = store.outbox_get("t", id).unwrap().unwrap();
         assert_eq!(kept.operation, Operation::Update);
