@@ -29,7 +29,7 @@ pub trait LocalIdResolver {
     fn resolve(&self, class_name: &str, local_id: &str) -> SyncResult<Option<String>>;
 }
 
-/// True when `value` still holds a Pointer by `localId` somewhere.
+/// Returns true when `value` still contains a Pointer by `localId`.
 pub fn has_unresolved_pointer(value: &Value) -> bool {
     match value {
         Value::Object(map) => {
@@ -78,8 +78,8 @@ pub fn encode_value(field: &str, value: Value, resolver: &dyn LocalIdResolver) -
             .map(|item| encode_value(field, item, resolver))
             .collect::<SyncResult<Vec<_>>>()
             .map(Value::Array),
-        // PostgreSQL text cannot hold U+0000; Parse would answer a 500 that
-        // looks transient and the write would be retried forever.
+        // PostgreSQL text cannot store U+0000. Parse would return a 500 that
+        // looks transient, and the write would be retried forever.
         Value::String(text) if text.contains('\0') => Err(invalid(
             field,
             "the text contains a NUL character (\\u0000), which Parse Server on PostgreSQL cannot store; remove it".to_owned(),
@@ -167,7 +167,7 @@ fn encode_operation(field: &str, map: Map<String, Value>) -> SyncResult<Value> {
     }
 }
 
-/// The error for a Pointer to a local id that was never synced.
+/// Builds the error for a Pointer to a local id that was never synced.
 pub fn unknown_local_id(class_name: &str, local_id: &str) -> SyncError {
     error(
         ErrorKind::ObjectNotFound,

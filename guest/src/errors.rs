@@ -1,5 +1,5 @@
 //! Builders for the typed `sync-error` the plugin returns, and the decoding of
-//! every error shape Parse Server and the proxies in front of it answer with.
+//! every error shape Parse Server and the proxies in front of it return.
 
 pub use crate::bindings::agros::sync::types::{ErrorKind, SyncError};
 
@@ -30,11 +30,11 @@ pub fn internal(detail: impl Into<String>) -> SyncError {
     }
 }
 
-/// Decodes a non-2xx answer from Parse Server into a typed error.
+/// Decodes a non-2xx response from Parse Server into a typed error.
 ///
-/// Parse answers `{"code":N,"error":"..."}`; some versions and adapters use
-/// `message` instead of `error`; a 403 from the key check is
-/// `{"error":"unauthorized"}` without a code; proxies answer HTML pages.
+/// Parse returns `{"code":N,"error":"..."}`. Some versions and adapters use
+/// `message` instead of `error`. A 403 from the key check is
+/// `{"error":"unauthorized"}` without a code, and proxies return HTML pages.
 pub fn from_response(status: u16, body: &[u8], retry_after: Option<u32>, subject: &str) -> SyncError {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let code = json
@@ -59,7 +59,7 @@ pub fn from_response(status: u16, body: &[u8], retry_after: Option<u32>, subject
     }
 }
 
-/// Decodes one item's error of a `/batch` answer: `{"code":N,"error":"..."}`.
+/// Decodes one item's error of a `/batch` response: `{"code":N,"error":"..."}`.
 pub fn from_batch_item(error: &serde_json::Value, subject: &str) -> SyncError {
     let code = error.get("code").and_then(|c| c.as_i64()).map(|c| c as i32);
     let message = error.get("error").or_else(|| error.get("message")).and_then(|m| m.as_str()).unwrap_or("batch item failed");
@@ -73,7 +73,7 @@ pub fn from_batch_item(error: &serde_json::Value, subject: &str) -> SyncError {
     }
 }
 
-/// What the outbox does with a write that failed.
+/// The outbox's treatment of a write that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// Send it again later: the network, the server or its load failed.
@@ -97,7 +97,7 @@ pub fn disposition(error: &SyncError) -> Disposition {
     }
 }
 
-/// The error's kind as spelt in the WIT enum, for storage in `app_config`.
+/// Returns the error's kind as spelt in the WIT enum, for `app_config`.
 pub fn kind_name(kind: ErrorKind) -> &'static str {
     KINDS.iter().find(|(k, _)| *k == kind).map(|(_, name)| *name).unwrap_or("internal")
 }
@@ -171,7 +171,7 @@ pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
     }
 }
 
-/// A short, single-line excerpt of a non-JSON body (an HTML error page, say).
+/// Cuts a non-JSON body (an HTML error page, say) to a short single line.
 fn summarize_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");

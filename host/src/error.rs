@@ -1,4 +1,4 @@
-//! Errors of calls into the plugin, and the report a user or a script sees.
+//! Errors of calls into the plugin, and the report shown to a user or a script.
 
 use serde::Serialize;
 use thiserror::Error;
@@ -6,7 +6,7 @@ use thiserror::Error;
 use crate::bindings::{ErrorKind, SyncError};
 use crate::messages::{error_message, server_error_message, Lang};
 
-/// Why a call into the plugin failed.
+/// The failure of a call into the plugin.
 #[derive(Debug, Error)]
 pub enum CallError {
     /// The plugin returned a typed error.
@@ -44,7 +44,7 @@ pub struct ErrorReport {
 }
 
 impl ErrorReport {
-    /// A report for an error that did not come from the plugin.
+    /// Builds a report for an error that did not come from the plugin.
     pub fn new(lang: Lang, code: &str, subject: Option<String>, detail: String) -> Self {
         let message = error_message(lang, code, subject.as_deref().unwrap_or_default(), &detail);
         Self { code: code.to_owned(), message, subject, detail, parse_code: None, http_status: None }
@@ -78,7 +78,7 @@ fn trap_hint(lang: Lang) -> &'static str {
     )
 }
 
-/// The stable code of an error kind, as spelt in the WIT enum.
+/// Returns the stable code of an error kind, as spelt in the WIT enum.
 pub fn error_code(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::UnknownDatabase => "unknown-database",

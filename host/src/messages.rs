@@ -37,7 +37,7 @@ impl Lang {
     }
 }
 
-/// The one-line message for an error code. `subject` is the value the error
+/// Builds the one-line message for an error code. `subject` is the value the error
 /// is about; `detail` is the English detail, shown as is in English.
 pub fn error_message(lang: Lang, code: &str, subject: &str, detail: &str) -> String {
     if lang == Lang::En {
@@ -71,9 +71,9 @@ pub fn error_message(lang: Lang, code: &str, subject: &str, detail: &str) -> Str
     text
 }
 
-/// The one-line message for an error the Parse server (or a proxy in front
-/// of it) returned: `detail` is the server's own text, so the message adds
-/// what it was about and what to do.
+/// Builds the one-line message for an error the Parse server (or a proxy in
+/// front of it) returned. `detail` is the server's own text, so the message
+/// adds what it was about and what to do.
 pub fn server_error_message(lang: Lang, code: &str, subject: &str, detail: &str, parse_code: Option<i32>, http_status: Option<u16>) -> String {
     let codes = match (parse_code, http_status) {
         (Some(parse), Some(http)) => format!(" (Parse {parse}, HTTP {http})"),

@@ -5,7 +5,7 @@
 //! `true`/`false` booleans, empty cells are left out, anything else is a
 //! string. Records with bad data are counted and reported and the import goes
 //! on. A record the server cannot take now is queued in the outbox like any
-//! other write and counted as queued; an error that would fail every record
+//! other write and counted as queued. An error that would fail every record
 //! (unknown database, invalid class name, state store) stops the import.
 
 use std::collections::BTreeMap;
@@ -131,7 +131,7 @@ fn field_list(value: Option<&String>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The record's local id: the named fields' values joined by `|`.
+/// Builds the record's local id: the named fields' values joined by `|`.
 fn local_id_of(record: &Map<String, Value>, fields: &[String]) -> Option<String> {
     if fields.is_empty() {
         return None;
@@ -225,7 +225,7 @@ fn csv_value(cell: &str) -> Value {
     }
 }
 
-/// The argument itself, or standard input when it is `-`.
+/// Returns the argument itself, or standard input when it is `-`.
 pub fn read_argument_or_stdin(argument: &str, lang: Lang) -> Result<String, Failure> {
     if argument != "-" {
         return Ok(argument.to_owned());
