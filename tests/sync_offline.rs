@@ -103,6 +103,8 @@ async fn bad_gateway_is_retried() {
     flush_all(&tenant).await;
     assert_eq!(server_count(&server_a(), &class), 1);
     assert_eq!(store.outbox_stats("default", "farm").unwrap().pending, 0);
+    let statuses = tenant.get_all_clients_status().await.unwrap();
+    assert!(statuses[0].last_error.is_none(), "a delivery clears the last error: {:?}", statuses[0].last_error);
 }
 
 #[tokio::test]
@@ -329,4 +331,29 @@ async fn pointer_to_record_created_offline() {
     let farmer = &server_objects(&server_b(), &farmers)[0];
     let plot = &server_objects(&server_b(), &plots)[0];
     assert_eq!(plot["owner"], json!({"__type": "Pointer", "className": farmers, "objectId": farmer["objectId"]}));
+}
+
+/// A long backoff does not hold writes once the server is back: the next
+/// write probes `/health` and sends.
+#[tokio::test]
+async fn server_back_during_backoff_is_used() {
+    let (proxy, through) = proxied(&server_a());
+    let (tenant, store) = tenant(&offline_config_with(&through, &server_b(), 60_000));
+    let class = unique_class("Plot");
+    tenant.get_all_clients_status().await.unwrap();
+
+    proxy.set_down(true);
+    let queued = tenant.sync_object("farm", &class, r#"{"n":1}"#, None).await.unwrap();
+    assert_eq!(queued.status, SyncStatus::Queued);
+    let statuses = tenant.get_all_clients_status().await.unwrap();
+    assert!(statuses[0].next_retry_at.unwrap() > now_millis() + 20_000, "{:?}", statuses[0]);
+    proxy.set_down(false);
+
+    let second = tenant.sync_object("farm", &class, r#"{"n":2}"#, None).await.unwrap();
+
+    assert_eq!(second.status, SyncStatus::Synced);
+    assert_eq!(server_count(&server_a(), &class), 1, "the second write went out at once");
+    assert_eq!(store.outbox_stats("default", "farm").unwrap().pending, 1, "the first waits for its own retry");
+    flush_all(&tenant).await;
+    assert_eq!(numbers(&server_objects(&server_a(), &class), "n"), vec![1, 2]);
 }

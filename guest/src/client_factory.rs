@@ -16,6 +16,8 @@ pub struct ManagedClient {
     pub check: Option<ServerCheck>,
     /// Field types per class, read from `/schemas` on first write.
     pub schemas: HashMap<String, FieldTypes>,
+    /// When `/health` was last probed during a backoff (Unix milliseconds).
+    pub last_probe_at: Option<u64>,
 }
 
 #[derive(Default)]
@@ -45,6 +47,7 @@ impl ParseClientFactory {
                 client: ParseClient::new(&database.key, &database.server_url, &database.app_id),
                 check: None,
                 schemas: HashMap::new(),
+                last_probe_at: None,
             };
             self.clients.insert(database_key.to_owned(), managed);
         }

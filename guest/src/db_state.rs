@@ -85,6 +85,7 @@ impl DatabaseState {
         self.retry_at = None;
         self.paused = None;
         self.last_success_at = Some(now);
+        self.last_error = None;
     }
 
     /// Records a transient failure and schedules the next attempt.

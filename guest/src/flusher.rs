@@ -34,6 +34,9 @@ pub const SYNC_KEY_FIELD: &str = "agrosSyncKey";
 /// Entries read from the host per round.
 const ROUND_SIZE: u32 = 200;
 
+/// Shortest time between two `/health` probes of a database in backoff.
+const PROBE_INTERVAL_MS: u64 = 5_000;
+
 /// The entries a flush may send.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
@@ -70,7 +73,7 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
     let mut result = FlushResult::default();
 
     let now = now_millis();
-    if state.retry_at.is_some_and(|at| at > now) && !force {
+    if state.retry_at.is_some_and(|at| at > now) && !force && !probe_says_back(managed, now) {
         return result;
     }
     if !server_usable(managed, &mut state, now) {
@@ -106,6 +109,20 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
     }
     state.save(&key, &before);
     result
+}
+
+/// Probes `/health` while a database waits for its next retry, at most once
+/// per [`PROBE_INTERVAL_MS`], so that writes go out soon after the server is
+/// back instead of at the end of a long backoff. Returns true when it is back.
+///
+/// NOTE: entries that already failed keep their own retry time; only new
+/// writes and forced flushes go out at once after a successful probe.
+fn probe_says_back(managed: &mut ManagedClient, now: u64) -> bool {
+    if managed.last_probe_at.is_some_and(|at| now < at + PROBE_INTERVAL_MS) {
+        return false;
+    }
+    managed.last_probe_at = Some(now);
+    matches!(managed.client.health(), Ok(true))
 }
 
 /// Checks the server when it has been failing or paused, or was never
@@ -176,6 +193,7 @@ fn record_outcome(
         }
         Outcome::Failed(error) if disposition(&error) == Disposition::Permanent => {
             outbox::dead_letter(entry.id, error_code(&error), &error.detail);
+            state.last_error = Some(error.clone());
             result.dead_lettered.insert(entry.id, error);
             None
         }
@@ -305,7 +323,7 @@ fn settle(managed: &ManagedClient, entry: &Entry, result: SyncResult<Value>) -> 
         (Operation::Update, Some(101)) => Outcome::Failed(SyncError {
             kind: ErrorKind::ObjectNotFound,
             detail: format!(
-                "conflict: {}/{} was deleted on the server after this update was queued; it is not re-created",
+                "conflict: {}/{} does not exist on the server (deleted after this update was queued, or never created); it is not re-created",
                 entry.class_name, entry.object_id
             ),
             ..error

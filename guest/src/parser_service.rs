@@ -68,10 +68,21 @@ impl ParserService {
             Ok(check) => check,
             Err(e) => {
                 crate::log::warn("Parse server check failed", &[("database", &client.database_key), ("error", &e.detail)]);
+                // Keep what an earlier check found, in this process or a
+                // previous one, since the server itself cannot tell now.
+                let key = &client.database_key;
                 ServerCheck {
                     reachable: !matches!(e.kind, ErrorKind::ServerUnavailable | ErrorKind::RequestDenied),
-                    version: managed.check.as_ref().and_then(|c| c.version.clone()),
-                    custom_object_ids: managed.check.as_ref().and_then(|c| c.custom_object_ids),
+                    version: managed
+                        .check
+                        .as_ref()
+                        .and_then(|c| c.version.clone())
+                        .or_else(|| app_config::get(&format!("parser-{key}-server-version"))),
+                    custom_object_ids: managed
+                        .check
+                        .as_ref()
+                        .and_then(|c| c.custom_object_ids)
+                        .or_else(|| app_config::get(&format!("parser-{key}-custom-object-ids")).and_then(|v| v.parse().ok())),
                     error: Some(e),
                 }
             }

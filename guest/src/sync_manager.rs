@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use serde_json::{Map, Value};
 
-use crate::bindings::agros::sync::config;
+use crate::bindings::agros::sync::{app_config, config};
 use crate::bindings::agros::sync::id_map::{self, Binding};
 use crate::bindings::agros::sync::outbox::{self, NewEntry, Operation};
 use crate::bindings::exports::agros::sync::sync_manager::{
@@ -157,8 +157,11 @@ fn deliver(managed: &mut ManagedClient, class_name: &str, object_id: &str, entry
     }
 
     // Queued. A create's objectId is final only on a server known to accept
-    // client-chosen ids.
-    let id_is_final = !created || managed.check.as_ref().and_then(|c| c.custom_object_ids) == Some(true);
+    // client-chosen ids, from a check in this process or an earlier one.
+    let custom_ids = managed.check.as_ref().and_then(|c| c.custom_object_ids).or_else(|| {
+        app_config::get(&format!("parser-{}-custom-object-ids", managed.client.database_key)).and_then(|v| v.parse().ok())
+    });
+    let id_is_final = !created || custom_ids == Some(true);
     log::debug("write queued", &[("database", &managed.client.database_key), ("class", class_name), ("outbox_id", &entry_id.to_string())]);
     Ok(SyncOutcome {
         status: SyncStatus::Queued,

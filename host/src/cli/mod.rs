@@ -105,6 +105,11 @@ fn init_tracing() {
             filter = filter.add_directive(format!("{noisy}=warn").parse().expect("a valid directive"));
         }
     }
+    // wasi-http warns on every refused connection, which the plugin reports
+    // itself as a typed error; its warnings show only when asked for.
+    if !requested.contains("wasmtime_wasi_http") {
+        filter = filter.add_directive("wasmtime_wasi_http=error".parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

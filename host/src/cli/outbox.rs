@@ -60,7 +60,19 @@ pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(
         println!("{line}");
     }
     if pending > 0 || dead_lettered > 0 {
-        let detail = format!("{pending} entries still pending and {dead_lettered} dead-lettered; see `agros-sync status` and `agros-sync outbox list`");
+        let mut detail = match lang {
+            Lang::En => format!("{pending} entries still pending and {dead_lettered} dead-lettered; see `agros-sync status` and `agros-sync outbox list`"),
+            Lang::Es => format!("{pending} entradas aún pendientes y {dead_lettered} fallidas; vea `agros-sync status` y `agros-sync outbox list`"),
+        };
+        if pending > 0 {
+            for key in &databases {
+                if let Ok(Some(error)) = store.app_config_get(name, &format!("parser-{key}-last-error")) {
+                    if let Some(text) = serde_json::from_str::<Value>(&error).ok().and_then(|v| v["detail"].as_str().map(str::to_owned)) {
+                        detail.push_str(&format!("; {key}: {text}"));
+                    }
+                }
+            }
+        }
         return Err(Failure::after_summary(ErrorReport::new(lang, "flush-incomplete", None, detail)));
     }
     Ok(())
@@ -97,7 +109,11 @@ fn list(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fail
     for entry in &entries {
         println!("{}", entry_line(entry, now, out.lang));
     }
-    eprintln!("{} {}", entries.len(), out.lang.pick("entries", "entradas"));
+    let noun = match entries.len() {
+        1 => out.lang.pick("entry", "entrada"),
+        _ => out.lang.pick("entries", "entradas"),
+    };
+    eprintln!("{} {noun}", entries.len());
     Ok(())
 }
 
@@ -105,7 +121,7 @@ fn show(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fail
     let id = *args.get_one::<u64>("id").expect("required");
     let entry = store.outbox_get(DEFAULT_TENANT, id).map_err(|e| state_failure(out.lang, e))?;
     let Some(entry) = entry else {
-        return Err(not_found(out.lang, id));
+        return Err(not_found(out.lang, id, false));
     };
     let value = entry_json(&entry, true);
     if out.json {
@@ -125,11 +141,16 @@ fn retry(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fai
         args.get_many::<u64>("ids").into_iter().flatten().copied().collect()
     };
 
+    // Check every id first, so that a bad one changes nothing.
+    for id in &ids {
+        let entry = store.outbox_get(name, *id).map_err(|e| state_failure(out.lang, e))?;
+        if entry.is_none_or(|e| e.state != EntryState::Dead) {
+            return Err(not_found(out.lang, *id, true));
+        }
+    }
     let now = now_millis();
     for id in &ids {
-        if !store.outbox_retry_dead(name, *id, now).map_err(|e| state_failure(out.lang, e))? {
-            return Err(not_found(out.lang, *id));
-        }
+        store.outbox_retry_dead(name, *id, now).map_err(|e| state_failure(out.lang, e))?;
         tracing::info!(tenant = %name, outbox_id = id, "dead letter moved back to pending by an operator");
     }
     report_ids(out, "retried", &ids, out.lang.pick("moved back to pending; run `agros-sync flush` to send", "vuelven a estar pendientes; ejecute `agros-sync flush` para enviarlas"));
@@ -139,9 +160,15 @@ fn retry(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fai
 fn discard(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let name = DEFAULT_TENANT;
     let ids: Vec<u64> = args.get_many::<u64>("ids").into_iter().flatten().copied().collect();
+    // Check every id first, so that a bad one changes nothing.
+    for id in &ids {
+        if store.outbox_get(name, *id).map_err(|e| state_failure(out.lang, e))?.is_none() {
+            return Err(not_found(out.lang, *id, false));
+        }
+    }
     for id in &ids {
         let Some(entry) = store.outbox_discard(name, *id).map_err(|e| state_failure(out.lang, e))? else {
-            return Err(not_found(out.lang, *id));
+            return Err(not_found(out.lang, *id, false));
         };
         tracing::warn!(
             tenant = %name, outbox_id = id, database = %entry.database_key, class = %entry.class_name,
@@ -204,13 +231,16 @@ fn entry_json(entry: &OutboxEntry, with_payload: bool) -> Value {
     value
 }
 
-fn not_found(lang: Lang, id: u64) -> Failure {
-    Failure::operation(ErrorReport::new(
-        lang,
-        "entry-not-found",
-        Some(id.to_string()),
-        format!("no outbox entry {id} in that state; list them with `agros-sync outbox list`"),
-    ))
+/// The failure for an id that is not an outbox entry, or with `dead`, not a
+/// dead letter.
+fn not_found(lang: Lang, id: u64, dead: bool) -> Failure {
+    let detail = if dead {
+        format!("outbox entry {id} is not a dead letter; list them with `agros-sync outbox list --dead`")
+    } else {
+        format!("there is no outbox entry {id}; list them with `agros-sync outbox list`")
+    };
+    let code = if dead { "dead-letter-not-found" } else { "entry-not-found" };
+    Failure::operation(ErrorReport::new(lang, code, Some(id.to_string()), detail))
 }
 
 fn state_failure(lang: Lang, error: agros_sync_host::state::StateError) -> Failure {

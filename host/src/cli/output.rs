@@ -63,7 +63,7 @@ impl Output {
             SyncStatus::Synced => println!("{class_name}/{id} {}", self.t("deleted", "borrado")),
             SyncStatus::Queued => println!(
                 "{class_name}/{id} {} {}",
-                self.t("delete queued as outbox entry", "borrado en cola como entrada"),
+                self.t("delete queued as outbox entry", "borrado puesto en cola como entrada"),
                 outcome.outbox_id
             ),
         }
@@ -136,9 +136,14 @@ impl Output {
             line.push_str(&format!(", {} {}", self.t("oldest pending", "pendiente más antigua"), age(now.saturating_sub(at))));
         }
         if let Some(at) = status.last_success_at {
-            line.push_str(&format!(", {} {} {}", self.t("last success", "último envío"), age(now.saturating_sub(at)), self.t("ago", "atrás")));
+            let ago = age(now.saturating_sub(at));
+            let text = match self.lang {
+                Lang::En => format!(", last success {ago} ago"),
+                Lang::Es => format!(", último envío hace {ago}"),
+            };
+            line.push_str(&text);
         }
-        if let Some(at) = status.next_retry_at {
+        if let Some(at) = status.next_retry_at.filter(|at| *at > now) {
             line.push_str(&format!(", {} {}", self.t("next retry in", "próximo intento en"), age(at.saturating_sub(now))));
         }
         if let Some(reason) = &status.paused {

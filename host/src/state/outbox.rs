@@ -329,16 +329,30 @@ impl SqliteStore {
             .map_err(failed(&format!("retry outbox entry {id}")))
     }
 
-    /// Deletes an entry without delivering it. Returns the entry, or none
+    /// Deletes an entry without delivering it. A discarded create also
+    /// releases its local id when the binding was never confirmed, so a later
+    /// sync of that local id creates the object. Returns the entry, or none
     /// when there is no entry with that id.
     pub fn outbox_discard(&self, tenant: &str, id: u64) -> Result<Option<OutboxEntry>, StateError> {
-        let entry = self.outbox_get(tenant, id)?;
-        if entry.is_some() {
-            self.lock()
-                .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
-                .map_err(failed(&format!("discard outbox entry {id}")))?;
+        let Some(entry) = self.outbox_get(tenant, id)? else {
+            return Ok(None);
+        };
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        transaction
+            .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
+            .map_err(failed(&format!("discard outbox entry {id}")))?;
+        if let (Operation::Create, Some(local_id)) = (entry.operation, &entry.local_id) {
+            transaction
+                .execute(
+                    "DELETE FROM id_map
+                     WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND local_id = ?4 AND object_id = ?5 AND confirmed = 0",
+                    params![tenant, entry.database_key, entry.class_name, local_id, entry.object_id],
+                )
+                .map_err(failed("release the local id of a discarded create"))?;
         }
-        Ok(entry)
+        transaction.commit().map_err(failed("commit a discarded outbox entry"))?;
+        Ok(Some(entry))
     }
 
     pub fn outbox_stats(&self, tenant: &str, database_key: &str) -> Result<OutboxStats, StateError> {
@@ -565,6 +579,15 @@ mod tests {
         let store = store();
         store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap();
         store.outbox_enqueue("t", &entry(Operation::Delete, "A", "{}"), 11).unwrap();
+        assert_eq!(store.id_get("t", "farm", "Plot", "local-A").unwrap(), None);
+    }
+
+    #[test]
+    fn discarded_create_releases_local_id() {
+        let store = store();
+        let id = store.outbox_enqueue("t", &entry(Operation::Create, "A", "{}"), 10).unwrap().0;
+        store.outbox_dead_letter("t", id, Some(111), "type mismatch").unwrap();
+        store.outbox_discard("t", id).unwrap();
         assert_eq!(store.id_get("t", "farm", "Plot", "local-A").unwrap(), None);
     }
 
