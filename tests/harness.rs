@@ -66,12 +66,12 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The guest's release build, which `scripts/test.sh` builds first.
+/// Returns the guest's release build, which `scripts/test.sh` builds first.
 pub fn plugin_path() -> PathBuf {
     target_dir().join("wasm32-wasip2/release/agros_sync_guest.wasm")
 }
 
-/// The compiled plugin, shared by every test in a binary.
+/// Returns the compiled plugin, shared by every test in a binary.
 pub fn runtime() -> Arc<PluginRuntime> {
     static RUNTIME: OnceLock<Arc<PluginRuntime>> = OnceLock::new();
     RUNTIME
@@ -79,13 +79,13 @@ pub fn runtime() -> Arc<PluginRuntime> {
         .clone()
 }
 
-/// A class name no other test uses: `<prefix>_<pid>_<n>`.
+/// Returns a class name no other test uses: `<prefix>_<pid>_<n>`.
 pub fn unique_class(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The YAML of a `databases:` entry for `server`.
+/// Builds the YAML of a `databases:` entry for `server`.
 pub fn database_yaml(key: &str, server: &TestServer) -> String {
     format!(
         "  {key}:\n    sync: true\n    parse:\n      server_url: {}\n      app_id: {}\n      master_key: {}\n      rest_api_key: {}\n",
@@ -99,7 +99,7 @@ pub fn standard_config(extra: &str) -> String {
     format!("databases:\n{}{}{extra}", database_yaml("farm", &server_a()), database_yaml("market", &server_b()))
 }
 
-/// A tenant with an in-memory state store.
+/// Creates a tenant with an in-memory state store.
 pub fn tenant(config_yaml: &str) -> (Tenant, SqliteStore) {
     let config = parse_config(config_yaml);
     let store = SqliteStore::open(&StateLocation::SqliteMemory).expect("in-memory SQLite opens");
@@ -112,7 +112,7 @@ pub fn parse_config(config_yaml: &str) -> Config {
     Config::parse(config_yaml, &path, &|_| None).expect("test configuration is valid")
 }
 
-/// A direct REST request with the master key, bypassing the plugin.
+/// Sends a REST request with the master key directly, bypassing the plugin.
 pub fn rest(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> Value {
     let request = ureq::request(method, &format!("{}{path}", server.url))
         .set("X-Parse-Application-Id", &server.app_id)
@@ -130,14 +130,14 @@ pub fn rest(server: &TestServer, method: &str, path: &str, body: Option<Value>) 
     }
 }
 
-/// Every object of `class_name` on the server, read directly.
+/// Reads every object of `class_name` from the server directly.
 pub fn server_objects(server: &TestServer, class_name: &str) -> Vec<Value> {
     let answer = rest(server, "GET", &format!("/classes/{class_name}?limit=10000&order=objectId"), None);
     answer["results"].as_array().cloned().unwrap_or_default()
 }
 
 /// The exact number of objects of `class_name` on the server. A real
-/// constraint is needed: with an empty `where`, Parse on PostgreSQL answers
+/// constraint is needed: with an empty `where`, Parse on PostgreSQL returns
 /// the planner's estimate.
 pub fn server_count(server: &TestServer, class_name: &str) -> u64 {
     let where_ = "%7B%22objectId%22%3A%7B%22%24exists%22%3Atrue%7D%7D";
@@ -150,14 +150,15 @@ pub fn values(objects: &[String]) -> Vec<Value> {
     objects.iter().map(|o| serde_json::from_str(o).expect("the plugin returns JSON objects")).collect()
 }
 
-/// The objectId of a write the server confirmed; fails the test when the
-/// write was only queued.
+/// Returns the objectId of a write the server confirmed. The test fails when
+/// the write was only queued.
 pub fn synced_id(outcome: &SyncOutcome) -> String {
     assert_eq!(outcome.status, SyncStatus::Synced, "expected a synced write, got {outcome:?}");
     outcome.object_id.clone().expect("a synced write has an objectId")
 }
 
-/// A proxy in front of `server`, and the server as reached through it.
+/// Starts a proxy in front of `server` and returns it with the server as
+/// reached through it.
 pub fn proxied(server: &TestServer) -> (proxy::FaultProxy, TestServer) {
     let after_scheme = server.url.split_once("://").map(|(_, rest)| rest).unwrap_or(&server.url);
     let upstream = after_scheme.split('/').next().unwrap_or_default();
@@ -192,7 +193,7 @@ pub async fn flush_all(tenant: &Tenant) -> agros_sync_host::bindings::FlushRepor
     }
 }
 
-/// A directory holding `config.yaml` (`databases_yaml` plus a SQLite state
+/// Creates a directory with a `config.yaml` (`databases_yaml` plus a SQLite state
 /// file in the directory and this build's plugin) for the CLI tests.
 pub fn cli_config_dir(name: &str, databases_yaml: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("agros-sync-cli-{}-{name}", std::process::id()));
@@ -217,7 +218,7 @@ pub fn run_cli(dir: &Path, lang: &str, args: &[&str]) -> Output {
         .expect("agros-sync runs; scripts/build.sh builds it")
 }
 
-/// The command's standard output as JSON.
+/// Parses the command's standard output as JSON.
 pub fn stdout_json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))

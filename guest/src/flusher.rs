@@ -5,7 +5,7 @@
 //!   each object, and an entry's successor is sent only after it completed.
 //!   So one `/batch` never contains two operations on one objectId.
 //! - Replay safety: a create on a server that accepts client-chosen objectIds
-//!   carries the id chosen at enqueue time, and a repeat answered 137 is
+//!   carries the id chosen at enqueue time, and a repeat rejected with 137 is
 //!   verified by GET and counts as delivered. On a server that picks its own
 //!   ids, creates go one at a time with a stable `X-Parse-Request-Id` and the
 //!   field `agrosSyncKey`; before any repeat, and after a 159, the plugin looks
@@ -73,7 +73,7 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
     let mut result = FlushResult::default();
 
     let now = now_millis();
-    if state.retry_at.is_some_and(|at| at > now) && !force && !probe_says_back(managed, now) {
+    if state.retry_at.is_some_and(|at| at > now) && !force && !server_is_back(managed, now) {
         return result;
     }
     if !server_usable(managed, &mut state, now) {
@@ -117,7 +117,7 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
 ///
 /// NOTE: entries that already failed keep their own retry time; only new
 /// writes and forced flushes go out at once after a successful probe.
-fn probe_says_back(managed: &mut ManagedClient, now: u64) -> bool {
+fn server_is_back(managed: &mut ManagedClient, now: u64) -> bool {
     if managed.last_probe_at.is_some_and(|at| now < at + PROBE_INTERVAL_MS) {
         return false;
     }
@@ -254,8 +254,8 @@ fn send_entries(managed: &mut ManagedClient, entries: &[Entry], batch_size: usiz
     outcomes.into_iter().map(|o| o.expect("every entry has an outcome")).collect()
 }
 
-/// The body to send: the payload with schema Dates applied and Pointers by
-/// local id resolved.
+/// Builds the body to send: the payload with schema Dates applied and
+/// Pointers by local id resolved.
 fn prepare(managed: &mut ManagedClient, entry: &Entry, custom_ids: bool) -> Result<Map<String, Value>, Outcome> {
     if entry.operation == Operation::Delete {
         return Ok(Map::new());
@@ -311,7 +311,7 @@ fn send_chunk(managed: &ManagedClient, chunk: &[(usize, BatchOperation)]) -> Vec
     }
 }
 
-/// Turns a server answer into an outcome, applying the "done" rules.
+/// Turns a server response into an outcome, applying the "done" rules.
 fn settle(managed: &ManagedClient, entry: &Entry, result: SyncResult<Value>) -> Outcome {
     let error = match result {
         Ok(_) => return Outcome::Delivered(entry.object_id.clone()),
@@ -332,8 +332,8 @@ fn settle(managed: &ManagedClient, entry: &Entry, result: SyncResult<Value>) -> 
     }
 }
 
-/// A 137 on a create with our own objectId means an earlier attempt
-/// succeeded when the object exists.
+/// Checks whether a 137 on a create with our own objectId means an earlier
+/// attempt succeeded, which it did when the object exists.
 fn verify_own_create(managed: &ManagedClient, entry: &Entry, error: SyncError) -> Outcome {
     match managed.client.get(&entry.class_name, &entry.object_id) {
         Ok(_) => Outcome::Delivered(entry.object_id.clone()),
