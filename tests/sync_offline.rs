@@ -126,13 +126,17 @@ async fn too_many_requests_honours_retry_after() {
     // own requests on a loaded machine.
     let wait = entry.next_attempt_at - before;
     assert!((2000..=3500).contains(&wait), "next attempt after {wait} ms, not the 2 s of Retry-After");
-    // Without force, nothing is sent before the server's time.
+    // Without force, nothing is sent before the server's time, not even a
+    // new write.
     let early = tenant.flush(None, 100, false).await.unwrap();
     assert_eq!((early.delivered, early.pending), (0, 1));
+    let during = tenant.sync_object("farm", &class, r#"{"name":"During"}"#, None).await.unwrap();
+    assert_eq!(during.status, SyncStatus::Queued);
+    assert_eq!(server_count(&server_a(), &class), 0);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let late = tenant.flush(None, 100, false).await.unwrap();
-    assert_eq!((late.delivered, late.pending), (1, 0));
-    assert_eq!(server_count(&server_a(), &class), 1);
+    assert_eq!((late.delivered, late.pending), (2, 0));
+    assert_eq!(server_count(&server_a(), &class), 2);
 }
 
 #[tokio::test]

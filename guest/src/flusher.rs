@@ -73,7 +73,8 @@ pub fn flush_database(managed: &mut ManagedClient, scope: Scope<'_>, budget: u32
     let mut result = FlushResult::default();
 
     let now = now_millis();
-    if state.retry_at.is_some_and(|at| at > now) && !force && !server_is_back(managed, now) {
+    let waiting = state.retry_at.is_some_and(|at| at > now) && !force;
+    if waiting && (rate_limited(&state) || !server_is_back(managed, now)) {
         return result;
     }
     if !server_usable(managed, &mut state, now) {
@@ -123,6 +124,12 @@ fn server_is_back(managed: &mut ManagedClient, now: u64) -> bool {
     }
     managed.last_probe_at = Some(now);
     matches!(managed.client.health(), Ok(true))
+}
+
+/// Returns true when the server asked to slow down (429 or Parse 155): its
+/// `Retry-After` is honoured for every write, without probing.
+fn rate_limited(state: &DatabaseState) -> bool {
+    state.last_error.as_ref().is_some_and(|e| e.http_status == Some(429) || e.parse_code == Some(155))
 }
 
 /// Checks the server when it has been failing or paused, or was never
