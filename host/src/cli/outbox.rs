@@ -203,6 +203,9 @@ fn entry_line(entry: &OutboxEntry, now: u64, lang: Lang) -> String {
     if entry.state == EntryState::Pending && entry.next_attempt_at > now {
         line.push_str(&format!(" {} {}", lang.pick("next in", "próximo en"), age(entry.next_attempt_at - now)));
     }
+    if let Some(dead) = entry.blocked_by {
+        line.push_str(&format!(" — {} {dead}", lang.pick("waiting behind dead letter", "espera detrás de la fallida")));
+    }
     if let Some(error) = &entry.last_error {
         let code = entry.last_error_code.map(|c| format!("[{c}] ")).unwrap_or_default();
         line.push_str(&format!(" — {code}{error}"));
@@ -224,6 +227,7 @@ fn entry_json(entry: &OutboxEntry, with_payload: bool) -> Value {
         "next_attempt_at": entry.next_attempt_at,
         "last_error_code": entry.last_error_code,
         "last_error": entry.last_error,
+        "blocked_by": entry.blocked_by,
     });
     if with_payload {
         value["payload"] = serde_json::from_str(&entry.payload).unwrap_or(Value::String(entry.payload.clone()));

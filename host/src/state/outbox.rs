@@ -69,6 +69,9 @@ pub struct OutboxEntry {
     pub state: EntryState,
     pub last_error_code: Option<i32>,
     pub last_error: Option<String>,
+    /// The dead letter of the same object that this pending entry waits
+    /// behind, if any.
+    pub blocked_by: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,8 +100,13 @@ pub struct OutboxStats {
     pub next_attempt_at: Option<u64>,
 }
 
+/// The columns of an entry, selected from `outbox AS o`. The last one is the
+/// dead letter, if any, that holds the entry back.
 const COLUMNS: &str = "id, database_key, class_name, operation, object_id, local_id, payload, attempts,
-     created_at, next_attempt_at, state, last_error_code, last_error";
+     created_at, next_attempt_at, state, last_error_code, last_error,
+     (SELECT MIN(d.id) FROM outbox AS d
+      WHERE d.tenant = o.tenant AND d.database_key = o.database_key AND d.class_name = o.class_name
+        AND d.object_id = o.object_id AND d.state = 'dead' AND d.id < o.id) AS blocked_by";
 
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
     let operation: String = row.get(3)?;
@@ -117,6 +125,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<OutboxEntry> {
         state: if state == "dead" { EntryState::Dead } else { EntryState::Pending },
         last_error_code: row.get(11)?,
         last_error: row.get(12)?,
+        blocked_by: row.get::<_, Option<i64>>(13)?.map(|id| id as u64),
     })
 }
 
@@ -196,7 +205,7 @@ impl SqliteStore {
         let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
         let newest = transaction
             .query_row(
-                &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND object_id = ?4
+                &format!("SELECT {COLUMNS} FROM outbox AS o WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND object_id = ?4
                           ORDER BY id DESC LIMIT 1"),
                 params![tenant, database_key, class_name, object_id],
                 entry_from_row,
@@ -245,7 +254,7 @@ impl SqliteStore {
         let connection = self.lock();
         let mut statement = connection
             .prepare(&format!(
-                "SELECT {COLUMNS} FROM outbox
+                "SELECT {COLUMNS} FROM outbox AS o
                  WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND object_id = ?4
                  ORDER BY id"
             ))
@@ -262,7 +271,7 @@ impl SqliteStore {
         let connection = self.lock();
         let mut statement = connection
             .prepare(&format!(
-                "SELECT {COLUMNS} FROM outbox
+                "SELECT {COLUMNS} FROM outbox AS o
                  WHERE tenant = ?1 AND (?2 IS NULL OR database_key = ?2) AND (?3 IS NULL OR state = ?3)
                  ORDER BY id LIMIT ?4"
             ))
@@ -276,7 +285,7 @@ impl SqliteStore {
     pub fn outbox_get(&self, tenant: &str, id: u64) -> Result<Option<OutboxEntry>, StateError> {
         self.lock()
             .query_row(
-                &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id = ?2"),
+                &format!("SELECT {COLUMNS} FROM outbox AS o WHERE tenant = ?1 AND id = ?2"),
                 params![tenant, id as i64],
                 entry_from_row,
             )
@@ -381,7 +390,7 @@ fn complete_one(transaction: &Transaction<'_>, tenant: &str, delivery: &Delivery
     let (id, object_id, sent_payload) = (delivery.id, delivery.object_id.as_str(), delivery.sent_payload.as_str());
     let entry = transaction
         .query_row(
-            &format!("SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND id = ?2"),
+            &format!("SELECT {COLUMNS} FROM outbox AS o WHERE tenant = ?1 AND id = ?2"),
             params![tenant, id as i64],
             entry_from_row,
         )
@@ -589,6 +598,19 @@ mod tests {
         store.outbox_dead_letter("t", id, Some(111), "type mismatch").unwrap();
         store.outbox_discard("t", id).unwrap();
         assert_eq!(store.id_get("t", "farm", "Plot", "local-A").unwrap(), None);
+    }
+
+    #[test]
+    fn entry_behind_dead_letter_names_it() {
+        let store = store();
+        let dead = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 10).unwrap().0;
+        let waiting = store.outbox_enqueue("t", &entry(Operation::Update, "A", "{}"), 11).unwrap().0;
+        let other = store.outbox_enqueue("t", &entry(Operation::Update, "B", "{}"), 12).unwrap().0;
+        store.outbox_dead_letter("t", dead, Some(111), "type mismatch").unwrap();
+
+        assert_eq!(store.outbox_get("t", waiting).unwrap().unwrap().blocked_by, Some(dead));
+        assert_eq!(store.outbox_get("t", other).unwrap().unwrap().blocked_by, None);
+        assert_eq!(store.outbox_get("t", dead).unwrap().unwrap().blocked_by, None);
     }
 
     #[test]
