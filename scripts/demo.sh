@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job on real data: starts a fresh local Parse Server, imports the
-# barley field trials (120 records) and the Seattle and New York daily weather
-# 2012-2015 (2,922 rows, `date` as a Parse Date) from the npm package
-# vega-datasets through the plugin, queries them back and prints the status.
-# The servers keep running afterwards; scripts/parse-server/stop.sh stops them.
+# Runs the main job on real data. It starts a fresh local Parse Server and
+# imports two data sets from the npm package vega-datasets through the plugin:
+# the barley field trials (120 records) and the Seattle and New York daily
+# weather 2012-2015 (2,922 rows, `date` as a Parse Date). Then it queries them
+# back and prints the status. The servers keep running afterwards, and
+# scripts/parse-server/stop.sh stops them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -39,7 +39,7 @@ async fn main() {
     }
 }
 
-/// The baseline: the same objects in `/batch` requests of 50, over one
+/// Measures the baseline: the same objects in `/batch` requests of 50, over one
 /// keep-alive connection, with no durability or checks.
 fn direct_batch(server: &TestServer, count: usize) -> Duration {
     let class = unique_class("BenchDirect");
@@ -62,7 +62,7 @@ fn direct_batch(server: &TestServer, count: usize) -> Duration {
     elapsed
 }
 
-/// Each write through `sync-object` while the server is up: recorded in the
+/// Measures each write through `sync-object` while the server is up: recorded in the
 /// outbox, sent, confirmed.
 async fn agros_online(server: &TestServer, count: usize) -> Duration {
     let class = unique_class("BenchOnline");
@@ -100,7 +100,7 @@ async fn agros_offline_then_flush(server: &TestServer, count: usize) -> (Duratio
     (enqueue, flush)
 }
 
-/// A tenant on a SQLite file, as in production (WAL, synchronous FULL).
+/// Creates a tenant on a SQLite file, as in production (WAL, synchronous FULL).
 fn file_tenant(server: &TestServer, name: &str) -> (Tenant, SqliteStore, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("agros-sync-bench-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -6,7 +6,7 @@ use std::process::Output;
 use agros_sync_tests::*;
 use serde_json::json;
 
-/// A CLI directory for apps A and B plus a database with `sync: false`.
+/// Creates a CLI directory for apps A and B plus a database with `sync: false`.
 fn config_dir(name: &str) -> PathBuf {
     cli_config_dir(name, &standard_config("  archive:\n    sync: false\n"))
 }

@@ -136,7 +136,7 @@ pub fn server_objects(server: &TestServer, class_name: &str) -> Vec<Value> {
     answer["results"].as_array().cloned().unwrap_or_default()
 }
 
-/// The exact number of objects of `class_name` on the server. A real
+/// Counts the objects of `class_name` on the server exactly. A real
 /// constraint is needed: with an empty `where`, Parse on PostgreSQL returns
 /// the planner's estimate.
 pub fn server_count(server: &TestServer, class_name: &str) -> u64 {

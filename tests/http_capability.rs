@@ -12,7 +12,7 @@ use agros_sync_host::state::{SqliteStore, StateLocation};
 use agros_sync_host::tenant::Tenant;
 use agros_sync_tests::*;
 
-/// A tenant whose plugin is told about a database at `rogue_url` that its
+/// Creates a tenant whose plugin is configured with a database at `rogue_url` that its
 /// capability (built from app A only) does not allow.
 fn tenant_with_rogue_database(rogue_url: &str) -> Tenant {
     let config = parse_config(&format!("databases:\n{}", database_yaml("farm", &server_a())));
@@ -37,7 +37,7 @@ async fn other_loopback_port_is_denied_before_connecting() {
     let outcome = tenant.sync_object("rogue", "Plot", r#"{"a":1}"#, None).await.unwrap();
 
     // A denied request pauses the database: the write stays queued until the
-    // configuration is fixed, and the status says why.
+    // configuration is fixed, and the status shows why.
     assert_eq!(outcome.status, SyncStatus::Queued);
     let statuses = tenant.get_all_clients_status().await.unwrap();
     let rogue = statuses.iter().find(|s| s.database_key == "rogue").unwrap();

@@ -56,7 +56,7 @@ async fn sigkill_during_flush_loses_and_duplicates_nothing() {
         }
         proxy.set_down(false);
 
-        // Kill the flush once the server holds a repetition-specific share of
+        // Kill the flush once the server has a repetition-specific share of
         // the objects (100, 280, … 1720), so every kill lands mid-flush.
         let kill_at = 100 + repetition as u64 * 180;
         let mut child = flush_command(&config_path).spawn().unwrap();

@@ -1,6 +1,6 @@
 //! A fault-injecting HTTP proxy between the host and the real Parse Server,
-//! on loopback. It forwards each request to the server unless a fault says
-//! otherwise: the server is "down" (connections are closed at once), a
+//! on loopback. It forwards each request to the server unless a fault is set
+//! instead: the server is "down" (connections are closed at once), a
 //! response is dropped after the server applied the request, or a canned
 //! answer (502, 429…) is sent without forwarding.
 
@@ -18,9 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// What to do with the next requests that match.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Forward to the server, then close the connection without answering.
+    /// Forward to the server, then close the connection without a response.
     DropResponse,
-    /// Answer without forwarding.
+    /// Respond without forwarding.
     Respond { status: u16, headers: Vec<(String, String)>, body: String },
 }
 
@@ -72,8 +72,8 @@ impl FaultProxy {
         Self { addr, shared }
     }
 
-    /// The proxy's URL for a Parse server at `server_url`: same path, the
-    /// proxy's host and port.
+    /// Builds the proxy's URL for a Parse server at `server_url`: the same
+    /// path, with the proxy's host and port.
     pub fn url_for(&self, server_url: &str) -> String {
         let after_scheme = server_url.split_once("://").map(|(_, rest)| rest).unwrap_or(server_url);
         let path = after_scheme.find('/').map(|i| &after_scheme[i..]).unwrap_or("");
@@ -145,7 +145,7 @@ fn take_action(shared: &Shared, method: &str, path: &str) -> Option<Action> {
 }
 
 /// Sends the request to the server on a new connection and reads the whole
-/// answer.
+/// response.
 async fn forward(request: Request<Incoming>, upstream: &str) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();

@@ -71,7 +71,7 @@ async fn server_generated_ids_update_by_local_id() {
     assert_eq!(objects[0]["note"], json!("second"));
 }
 
-/// A create whose answer was lost leaves an unconfirmed binding; the repeat
+/// A create whose response was lost leaves an unconfirmed binding; the repeat
 /// must reuse its objectId, not create a second object.
 #[tokio::test]
 async fn repeated_create_after_lost_answer_is_one_object() {
@@ -211,7 +211,7 @@ async fn concurrent_writers_create_each_local_id_once() {
         a.unwrap();
         b.unwrap();
     }
-    // Both hosts may send one entry at once; the loser of that race sees 159
+    // Both hosts may send one entry at once; the loser of that race gets 159
     // for the shared request id and backs off, so finish with a flush.
     flush_all(&first).await;
 

@@ -27,7 +27,7 @@ pub struct ParseClientFactory {
 }
 
 impl ParseClientFactory {
-    /// The tenant's databases, read from the host once.
+    /// Returns the tenant's databases, read from the host once.
     pub fn databases(&mut self) -> &[Database] {
         self.databases.get_or_insert_with(config::databases)
     }

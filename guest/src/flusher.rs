@@ -8,7 +8,7 @@
 //!   carries the id chosen at enqueue time, and a repeat rejected with 137 is
 //!   verified by GET and counts as delivered. On a server that picks its own
 //!   ids, creates go one at a time with a stable `X-Parse-Request-Id` and the
-//!   field `agrosSyncKey`; before any repeat, and after a 159, the plugin looks
+//!   field `agrosSyncKey`. Before any repeat, and after a 159, the plugin looks
 //!   the key up instead of creating again.
 //! - Failures are data: transient ones back off (per database, exponential
 //!   with jitter, honouring `Retry-After`), rejected keys pause the database,
@@ -349,8 +349,8 @@ fn verify_own_create(managed: &ManagedClient, entry: &Entry, error: SyncError) -
     }
 }
 
-/// A create on a server that picks its own ids: look the sync key up before
-/// a repeat, then create with a stable request id.
+/// Creates an object on a server that picks its own ids: looks the sync key
+/// up before a repeat, then creates with a stable request id.
 fn create_with_sync_key(managed: &ManagedClient, entry: &Entry, mut body: Map<String, Value>) -> Outcome {
     let client = &managed.client;
     let sync_key = entry.object_id.as_str();

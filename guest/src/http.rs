@@ -58,7 +58,7 @@ fn transport_error(url: &str, err: anyhow::Error) -> SyncError {
     error(kind, url, detail)
 }
 
-/// A short English description of a `wasi:http` error code.
+/// Describes a `wasi:http` error code in a few English words.
 fn describe(code: &ErrorCode) -> String {
     match code {
         ErrorCode::ConnectionRefused => "connection refused".to_owned(),

@@ -2,7 +2,7 @@
 //! back, compiled to a `wasm32-wasip2` component.
 //!
 //! The host calls the `sync-manager` export ([`sync_manager`]). Each call goes
-//! through the same roles the platform's team knows:
+//! through the same roles the platform's team uses:
 //!
 //! - [`client_factory::ParseClientFactory`] keeps one [`parse_client::ParseClient`]
 //!   per database key, created on first use.

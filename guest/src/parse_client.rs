@@ -9,7 +9,7 @@ use crate::query::{self, QueryPage};
 
 /// One Parse Server application, addressed by its URL and application id.
 ///
-/// The client holds no keys: the host adds them to each request it allows.
+/// The client has no keys: the host adds them to each request it allows.
 #[derive(Debug, Clone)]
 pub struct ParseClient {
     pub database_key: String,
@@ -17,7 +17,7 @@ pub struct ParseClient {
     pub app_id: String,
 }
 
-/// An answer from `/serverInfo`.
+/// The parts of `/serverInfo` the plugin uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerInfo {
     pub version: Option<String>,
@@ -80,7 +80,7 @@ impl ParseClient {
         }
     }
 
-    /// Returns true when `/health` answers `{"status":"ok"}`.
+    /// Returns true when `/health` returns `{"status":"ok"}`.
     pub fn health(&self) -> SyncResult<bool> {
         let answer = self.call(Method::Get, "/health", None, &self.server_url)?;
         Ok(answer.get("status").and_then(Value::as_str) == Some("ok"))
@@ -111,7 +111,7 @@ impl ParseClient {
     }
 
     /// Creates an object with a stable `X-Parse-Request-Id`: Parse Server's
-    /// idempotency check answers 159 to a repeat of the same id instead of
+    /// idempotency check returns 159 to a repeat of the same id instead of
     /// creating the object twice. Returns the objectId the server chose.
     pub fn create_idempotent(&self, class_name: &str, body: &Map<String, Value>, request_id: &str) -> SyncResult<String> {
         let path = class_path(class_name, None);
@@ -122,7 +122,7 @@ impl ParseClient {
         }
     }
 
-    /// The objectId of the object whose `field` equals `value`, if any.
+    /// Finds the objectId of the object whose `field` equals `value`, if any.
     pub fn find_id_by_field(&self, class_name: &str, field: &str, value: &str) -> SyncResult<Option<String>> {
         let page = QueryPage {
             where_: json!({ field: value }),
@@ -170,8 +170,8 @@ impl ParseClient {
             .collect())
     }
 
-    /// The server URL's path, such as `/parse`; `/batch` operations name
-    /// their paths with it.
+    /// Returns the server URL's path, such as `/parse`, which `/batch`
+    /// operations put in front of their paths.
     fn mount_path(&self) -> String {
         let after_scheme = self.server_url.split_once("://").map_or(self.server_url.as_str(), |(_, rest)| rest);
         after_scheme.find('/').map(|i| after_scheme[i..].to_owned()).unwrap_or_default()
@@ -204,7 +204,7 @@ impl ParseClient {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&response.body).map_err(|e| {
-            error(ErrorKind::Internal, url.clone(), format!("{url} answered {} with invalid JSON: {e}", response.status))
+            error(ErrorKind::Internal, url.clone(), format!("{url} returned HTTP {} with invalid JSON: {e}", response.status))
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::encode::FieldTypes;
 use crate::errors::{ErrorKind, SyncError, SyncResult};
 use crate::parse_client::ParseClient;
 
-/// What one check found.
+/// The findings of one server check.
 #[derive(Debug, Clone)]
 pub struct ServerCheck {
     pub reachable: bool,
@@ -40,7 +40,7 @@ impl<'a> ParserClient<'a> {
     /// a name Parse rejects. A server without `allowCustomObjectId` rejects the
     /// objectId first: 105, "objectId is an invalid field name". A server with
     /// it gets as far as the class name, which Parse Server 9.10 rejects with
-    /// 107 ("schema class name does not revalidate"); older versions answer 103.
+    /// 107 ("schema class name does not revalidate"); older versions return 103.
     pub fn accepts_custom_object_ids(&self) -> SyncResult<bool> {
         let body = json!({ "objectId": "agrosProbe" });
         let body = body.as_object().expect("literal object");
@@ -104,7 +104,7 @@ impl ParserService {
         }
     }
 
-    /// The field types of `class_name`, read again when `fields` names one the
+    /// Returns the field types of `class_name`, read again when `fields` names one the
     /// cached schema does not have (another writer may have added it).
     pub fn class_fields<'m>(managed: &'m mut ManagedClient, class_name: &str, fields: &[&str]) -> SyncResult<&'m FieldTypes> {
         let stale = match managed.schemas.get(class_name) {

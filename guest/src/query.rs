@@ -24,7 +24,7 @@ pub struct QueryPage {
     pub keys: Option<String>,
 }
 
-/// What the caller asked for.
+/// The query the caller requested.
 #[derive(Debug, Clone, Default)]
 pub struct QueryRequest {
     pub where_: Value,
@@ -34,7 +34,7 @@ pub struct QueryRequest {
     pub keys: Option<String>,
 }
 
-/// Reads every object the request asks for, one page at a time.
+/// Reads every object the request matches, one page at a time.
 ///
 /// Without an `order` or `skip`, pages follow objectId (`objectId > last`), so
 /// objects created meanwhile cannot shift a page boundary. With either, pages
@@ -88,7 +88,7 @@ pub fn collect(
     Ok(results)
 }
 
-/// The caller's `where`, restricted to objectIds after `after`.
+/// Restricts the caller's `where` to objectIds after `after`.
 fn page_where(where_: &Value, after: Option<&str>) -> Value {
     let Some(after) = after else {
         return where_.clone();
@@ -100,7 +100,7 @@ fn page_where(where_: &Value, after: Option<&str>) -> Value {
     }
 }
 
-/// The URL query string of one page: `where`, `limit`, `skip`, `order`, `keys`.
+/// Builds the URL query string of one page: `where`, `limit`, `skip`, `order`, `keys`.
 pub fn to_query_string(page: &QueryPage) -> String {
     let mut pairs = vec![("where", page.where_.to_string()), ("limit", page.limit.to_string())];
     if page.skip > 0 {
@@ -119,7 +119,7 @@ pub fn to_query_string(page: &QueryPage) -> String {
         .join("&")
 }
 
-/// The JSON body of one page for a POST with `_method: GET`.
+/// Builds the JSON body of one page for a POST with `_method: GET`.
 pub fn to_post_body(page: &QueryPage) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("where".to_owned(), page.where_.clone());
@@ -154,7 +154,7 @@ pub fn percent_encode(text: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A server holding objects with ids `o000`.. and answering at most
+    /// A server with objects `o000`, `o001`… that returns at most
     /// `max_limit` per page, like Parse's `maxLimit`.
     fn server(count: usize, max_limit: usize) -> impl FnMut(&QueryPage) -> SyncResult<Vec<Value>> {
         let objects: Vec<Value> = (0..count).map(|i| json!({"objectId": format!("o{i:03}")})).collect();

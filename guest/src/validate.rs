@@ -3,11 +3,11 @@
 //!
 //! The rules follow Parse Server 9.10's `SchemaController`: class and field
 //! names match `^[A-Za-z][A-Za-z0-9_]*$`, `length` is not a field name and
-//! `className` is not a field name outside `_Hooks`. Two rules are ours:
-//! names are at most 63 bytes, because PostgreSQL silently truncates longer
-//! identifiers and two long names could then share one column; and only the
-//! system classes a sync client writes (`_User`, `_Role`, `_Installation`)
-//! are accepted among the underscore names.
+//! `className` is not a field name outside `_Hooks`. Two rules are ours.
+//! Names are at most 63 bytes, because PostgreSQL silently truncates longer
+//! identifiers and two long names could then share one column. Among the
+//! underscore names, only the system classes a sync client writes (`_User`,
+//! `_Role`, `_Installation`) are accepted.
 
 use crate::errors::{error, ErrorKind, SyncResult};
 

@@ -87,7 +87,7 @@ pub struct Config {
     pub path: PathBuf,
     pub state: StateLocation,
     pub plugin_path: PathBuf,
-    /// Where compiled plugins are cached; `None` means the user's cache
+    /// The directory of cached compiled plugins. `None` means the user's cache
     /// directory (`PluginCache::default_dir`).
     pub plugin_cache_dir: Option<PathBuf>,
     pub limits: Limits,
@@ -222,7 +222,7 @@ impl Config {
         Ok(config)
     }
 
-    /// The databases with `sync: true`.
+    /// Lists the databases with `sync: true`.
     pub fn synced_databases(&self) -> impl Iterator<Item = (&Database, &ParseServer)> {
         self.databases.iter().filter(|d| d.sync).filter_map(|d| Some((d, d.parse.as_ref()?)))
     }

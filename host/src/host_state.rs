@@ -20,7 +20,7 @@ use crate::state::{self as state, IdBinding, SqliteStore};
 /// Bytes of guest stderr kept for error reports (a panic message fits).
 const STDERR_CAPACITY: usize = 64 * 1024;
 
-/// What every instance of one tenant shares.
+/// The data every instance of one tenant shares.
 pub struct TenantContext {
     pub name: String,
     pub databases: Vec<config::Database>,
@@ -72,8 +72,8 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// A sandbox with no filesystem, environment, arguments or sockets; its
-    /// only way out is the tenant's HTTP capability.
+    /// Creates a sandbox with no filesystem, environment, arguments or
+    /// sockets. Its only way out is the tenant's HTTP capability.
     pub fn new(tenant: Arc<TenantContext>) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtxBuilder::new()

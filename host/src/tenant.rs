@@ -44,7 +44,7 @@ impl Tenant {
         Ok(Self::with_context(context, runtime, Duration::from_secs(config.limits.call_timeout_secs)))
     }
 
-    /// A tenant from a ready context; tests use it to give the plugin a
+    /// Creates a tenant from a ready context. Tests use it to give the plugin a
     /// database its capability does not allow.
     pub fn with_context(context: Arc<TenantContext>, runtime: Arc<PluginRuntime>, call_timeout: Duration) -> Self {
         Self { context, runtime, call_timeout, instance: Mutex::new(None) }
@@ -164,7 +164,7 @@ pub fn open_default(config: &Config) -> anyhow::Result<Tenant> {
     Tenant::new(DEFAULT_TENANT, config, store, runtime)
 }
 
-/// The error a typed plugin call returned, for callers that match on it.
+/// Returns the error a typed plugin call returned, for callers that match on it.
 pub fn plugin_error(error: &CallError) -> Option<&SyncError> {
     match error {
         CallError::Plugin(e) => Some(e),

@@ -6,7 +6,7 @@ AGROS_REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export AGROS_REPO_DIR
 
 # PID files, logs and the PostgreSQL cluster live here. PostgreSQL runs as the
-# `postgres` OS user, which must be able to enter this directory; a checkout
+# `postgres` OS user, which must be able to enter this directory. A checkout
 # under a private home directory (/root in CI) is not enterable, so the default
 # moves to /tmp there.
 if [ -z "${AGROS_STATE_DIR:-}" ]; then

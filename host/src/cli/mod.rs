@@ -30,8 +30,8 @@ use output::Output;
 pub struct Failure {
     report: ErrorReport,
     exit_code: u8,
-    /// With `--json`, the command already printed its JSON result, which
-    /// tells what failed; nothing more is printed to stdout.
+    /// Whether the command already printed its JSON result, which shows what
+    /// failed. With `--json`, nothing more is printed to stdout then.
     summary_printed: bool,
 }
 
@@ -44,7 +44,7 @@ impl Failure {
         Self { report, exit_code: 1, summary_printed: false }
     }
 
-    /// A failed call: exit code 2 when the caller's input was invalid, 1
+    /// Builds the failure of a call: exit code 2 when the caller's input was invalid, 1
     /// otherwise.
     fn call(lang: Lang, error: &CallError) -> Self {
         let input_error = matches!(
@@ -63,7 +63,8 @@ impl Failure {
         Self { report: ErrorReport::from_call(lang, error), exit_code: if input_error { 2 } else { 1 }, summary_printed: false }
     }
 
-    /// A failure reported by a JSON summary the command already printed.
+    /// Builds a failure that a JSON summary the command already printed
+    /// reports.
     fn after_summary(report: ErrorReport) -> Self {
         Self { report, exit_code: 1, summary_printed: true }
     }

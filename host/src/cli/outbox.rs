@@ -235,8 +235,8 @@ fn entry_json(entry: &OutboxEntry, with_payload: bool) -> Value {
     value
 }
 
-/// The failure for an id that is not an outbox entry, or with `dead`, not a
-/// dead letter.
+/// Builds the failure for an id that is not an outbox entry, or with
+/// `dead`, not a dead letter.
 fn not_found(lang: Lang, id: u64, dead: bool) -> Failure {
     let detail = if dead {
         format!("outbox entry {id} is not a dead letter; list them with `agros-sync outbox list --dead`")

@@ -1,4 +1,4 @@
-//! How results and errors are printed: human lines in the user's language,
+//! Printing of results and errors: human lines in the user's language,
 //! or JSON with `--json`.
 
 use agros_sync_host::bindings::{ClientStatus, ObjectRef, SyncOutcome, SyncStatus};
@@ -131,6 +131,7 @@ impl Output {
             self.t("dead letters", "fallidas"),
             status.dead_letters,
         );
+
         let now = now_millis();
         if let Some(at) = status.oldest_pending_at {
             line.push_str(&format!(", {} {}", self.t("oldest pending", "pendiente más antigua"), age(now.saturating_sub(at))));
@@ -146,6 +147,7 @@ impl Output {
         if let Some(at) = status.next_retry_at.filter(|at| *at > now) {
             line.push_str(&format!(", {} {}", self.t("next retry in", "próximo intento en"), age(at.saturating_sub(now))));
         }
+
         if let Some(reason) = &status.paused {
             line.push_str(&format!("; {}: {reason}", self.t("PAUSED", "EN PAUSA")));
         }
@@ -165,7 +167,7 @@ pub fn sync_outcome_json(outcome: &SyncOutcome) -> Value {
     json!({ "status": status, "object_id": outcome.object_id, "created": outcome.created, "outbox_id": outcome.outbox_id })
 }
 
-/// A duration in milliseconds as `850ms`, `12s`, `4m`, `3h` or `2d`.
+/// Formats a duration in milliseconds as `850ms`, `12s`, `4m`, `3h` or `2d`.
 pub fn age(millis: u64) -> String {
     let seconds = millis / 1000;
     match seconds {

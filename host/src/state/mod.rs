@@ -30,7 +30,7 @@ pub struct IdBinding {
     pub confirmed: bool,
 }
 
-/// Where the store lives, from `state.url` in `config.yaml`.
+/// The store's location, from `state.url` in `config.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateLocation {
     /// `sqlite://PATH`: a file, created on first use.

@@ -101,7 +101,7 @@ pub struct OutboxStats {
 }
 
 /// The columns of an entry, selected from `outbox AS o`. The last one is the
-/// dead letter, if any, that holds the entry back.
+/// dead letter, if any, that keeps the entry waiting.
 const COLUMNS: &str = "id, database_key, class_name, operation, object_id, local_id, payload, attempts,
      created_at, next_attempt_at, state, last_error_code, last_error,
      (SELECT MIN(d.id) FROM outbox AS d

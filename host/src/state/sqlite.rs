@@ -84,7 +84,7 @@ impl SqliteStore {
             .map_err(failed(&format!("write app_config key {key}")))
     }
 
-    /// Every `app_config` row of a tenant, sorted by key.
+    /// Lists every `app_config` row of a tenant, sorted by key.
     pub fn app_config_list(&self, tenant: &str) -> Result<Vec<(String, String)>, StateError> {
         let connection = self.lock();
         let mut statement = connection
