@@ -25,7 +25,11 @@ fn json_status_has_every_database_and_no_key() {
     for secret in [server_a().master_key, server_a().rest_key, server_b().master_key, server_b().rest_key] {
         assert!(!text.contains(&secret));
     }
-    let status = stdout_json(&output);
+    let whole = stdout_json(&output);
+    assert_eq!(whole["tenant"], json!("default"));
+    assert_eq!(whole["plugin"]["version"], json!("0.1.0"));
+    assert_eq!(whole["plugin"]["hash"].as_str().map(str::len), Some(64));
+    let status = whole["clients"].clone();
     let databases: Vec<&str> = status.as_array().unwrap().iter().map(|s| s["database"].as_str().unwrap()).collect();
     assert_eq!(databases, ["farm", "market", "archive"]);
     assert_eq!(status[0]["server_url"], json!(server_a().url));

@@ -19,7 +19,7 @@ fn dead_letter_listed_shown_retried_discarded() {
     let good = stdout_json(&run_cli(&dir, "C", &["--json", "sync", "farm", &class, r#"{"area":2}"#]));
     let bad = stdout_json(&run_cli(&dir, "C", &["--json", "sync", "farm", &class, r#"{"area":"large"}"#]));
     assert_eq!((good["status"].clone(), bad["status"].clone()), (json!("queued"), json!("queued")));
-    let status = stdout_json(&run_cli(&dir, "C", &["--json", "status"]));
+    let status = stdout_json(&run_cli(&dir, "C", &["--json", "status"]))["clients"].clone();
     assert_eq!(status[0]["pending"], json!(2));
     assert_eq!(status[0]["reachable"], json!(false));
     assert_eq!(status[0]["last_error"]["code"], json!("server-unavailable"));
@@ -50,7 +50,7 @@ fn dead_letter_listed_shown_retried_discarded() {
     let discarded = run_cli(&dir, "C", &["--json", "outbox", "discard", &id]);
     assert!(discarded.status.success());
     assert_eq!(stdout_json(&run_cli(&dir, "C", &["--json", "outbox", "list"])), json!([]));
-    let status = stdout_json(&run_cli(&dir, "C", &["--json", "status"]));
+    let status = stdout_json(&run_cli(&dir, "C", &["--json", "status"]))["clients"].clone();
     assert_eq!((status[0]["pending"].clone(), status[0]["dead_letters"].clone()), (json!(0), json!(0)));
     assert_eq!(server_count(&server_a(), &class), 2);
 
@@ -73,7 +73,7 @@ fn serve_delivers_queued_writes_and_stops_on_sigterm() {
     let mut serve = Command::new(target_dir().join("release/agros-sync"))
         .arg("--config")
         .arg(dir.join("config.yaml"))
-        .args(["serve", "--interval", "100"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--interval", "100"])
         .spawn()
         .unwrap();
 
@@ -87,7 +87,7 @@ fn serve_delivers_queued_writes_and_stops_on_sigterm() {
 
     assert_eq!(server_count(&server_a(), &class), 3);
     assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit:?}");
-    let status = stdout_json(&run_cli(&dir, "C", &["--json", "status"]));
+    let status = stdout_json(&run_cli(&dir, "C", &["--json", "status"]))["clients"].clone();
     assert_eq!(status[0]["pending"], json!(0));
     assert!(status[0]["last_success_at"].is_u64());
 }

@@ -34,18 +34,18 @@ async fn second_load_reuses_compiled_file() {
     let dir = cache_dir("reuse");
     let cache = PluginCache::new(dir.clone());
 
-    let first = PluginRuntime::load_with_cache(&plugin_path(), Some(&cache)).unwrap();
+    let first = PluginRuntime::load_with_cache(&plugin_path(), Some(cache.clone())).unwrap();
     let files = cached_files(&dir);
     assert_eq!(files.len(), 1);
     let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
-    let second = PluginRuntime::load_with_cache(&plugin_path(), Some(&cache)).unwrap();
+    let second = PluginRuntime::load_with_cache(&plugin_path(), Some(cache.clone())).unwrap();
 
     assert_eq!(cached_files(&dir), files);
     assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), written, "the cached file is not rewritten");
     let name = files[0].file_name().unwrap().to_string_lossy().to_string();
-    assert!(name.starts_with(&first.plugin_hash), "{name}");
-    assert_eq!(first.plugin_hash, second.plugin_hash);
-    assert_eq!(first.plugin_hash.len(), 64);
+    assert!(name.starts_with(&first.current().hash), "{name}");
+    assert_eq!(first.current().hash, second.current().hash);
+    assert_eq!(first.current().hash.len(), 64);
     works(second).await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -54,11 +54,11 @@ async fn second_load_reuses_compiled_file() {
 async fn corrupt_cache_file_is_compiled_again() {
     let dir = cache_dir("corrupt");
     let cache = PluginCache::new(dir.clone());
-    PluginRuntime::load_with_cache(&plugin_path(), Some(&cache)).unwrap();
+    PluginRuntime::load_with_cache(&plugin_path(), Some(cache.clone())).unwrap();
     let file = cached_files(&dir).remove(0);
     std::fs::write(&file, b"not a compiled component").unwrap();
 
-    let runtime = PluginRuntime::load_with_cache(&plugin_path(), Some(&cache)).unwrap();
+    let runtime = PluginRuntime::load_with_cache(&plugin_path(), Some(cache.clone())).unwrap();
 
     assert!(std::fs::metadata(&file).unwrap().len() > 1000, "the broken file is replaced");
     works(runtime).await;

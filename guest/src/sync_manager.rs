@@ -60,6 +60,10 @@ impl Guest for crate::Component {
     fn flush(database_key: Option<String>, max_entries: u32, force: bool) -> Result<FlushReport, SyncError> {
         FACTORY.with_borrow_mut(|factory| flush(factory, database_key.as_deref(), max_entries, force))
     }
+
+    fn plugin_version() -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
 }
 
 /// Resolves Pointers by local id when a write is recorded. A confirmed

@@ -14,6 +14,10 @@
 //!       rest_api_key: ${FARM_REST_KEY}
 //! ```
 //!
+//! Several farm organisations can share one host: `tenants: <name>: {databases:
+//! ...}` gives each its own databases. A file with a top-level `databases:`
+//! and no `tenants:` has one tenant, named `default`.
+//!
 //! Every error names the path of the bad key (`databases.farm.parse.app_id`).
 //! Unknown keys are errors too, so a misspelt option is not silently ignored.
 //! Relative paths (`state.url`, `plugin.path`) are relative to the directory of
@@ -51,6 +55,11 @@ pub const DEFAULT_RETRY_MAX_MS: u64 = 300_000;
 pub const DEFAULT_PLUGIN_PATH: &str = "target/wasm32-wasip2/release/agros_sync_guest.wasm";
 /// Default `state.url`.
 pub const DEFAULT_STATE_URL: &str = "sqlite://./agros-sync.db";
+/// Default `limits.max_instances`: plugin instances the pool holds, one per
+/// tenant in use.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// The tenant a file without `tenants:` defines.
+pub const DEFAULT_TENANT: &str = "default";
 
 /// A configuration error: which key (or file) and what is wrong with it.
 #[derive(Debug, Error)]
@@ -90,9 +99,29 @@ pub struct Config {
     /// The directory of cached compiled plugins. `None` means the user's cache
     /// directory (`PluginCache::default_dir`).
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Whether instances come from a pre-allocated pool (`plugin.pooling`).
+    pub pooling: bool,
+    /// Whether `serve` reloads the plugin when its file changes
+    /// (`plugin.watch`).
+    pub watch_plugin: bool,
     pub limits: Limits,
+    /// Tenants in file order; at least one.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// One tenant: a farm organisation with its own databases.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: String,
     /// Databases in file order.
     pub databases: Vec<Database>,
+}
+
+impl TenantConfig {
+    /// Lists the databases with `sync: true`.
+    pub fn synced_databases(&self) -> impl Iterator<Item = (&Database, &ParseServer)> {
+        self.databases.iter().filter(|d| d.sync).filter_map(|d| Some((d, d.parse.as_ref()?)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +134,7 @@ pub struct Limits {
     pub batch_size: u32,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    pub max_instances: u32,
 }
 
 /// One entry of `databases:`.
@@ -143,6 +173,13 @@ struct RawConfig {
     plugin: RawPlugin,
     #[serde(default)]
     limits: RawLimits,
+    databases: Option<IndexMap<String, RawDatabase>>,
+    tenants: Option<IndexMap<String, RawTenant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
     databases: IndexMap<String, RawDatabase>,
 }
 
@@ -157,6 +194,8 @@ struct RawState {
 struct RawPlugin {
     path: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    pooling: Option<bool>,
+    watch: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -170,6 +209,7 @@ struct RawLimits {
     batch_size: Option<u32>,
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
+    max_instances: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -222,9 +262,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Lists the databases with `sync: true`.
-    pub fn synced_databases(&self) -> impl Iterator<Item = (&Database, &ParseServer)> {
-        self.databases.iter().filter(|d| d.sync).filter_map(|d| Some((d, d.parse.as_ref()?)))
+    /// The tenant called `name`.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The tenants' names, in file order.
+    pub fn tenant_names(&self) -> Vec<&str> {
+        self.tenants.iter().map(|t| t.name.as_str()).collect()
     }
 }
 
@@ -292,7 +337,11 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
         batch_size: positive(raw.limits.batch_size.map(u64::from), DEFAULT_BATCH_SIZE.into(), "limits.batch_size")? as u32,
         retry_initial_ms: positive(raw.limits.retry_initial_ms, DEFAULT_RETRY_INITIAL_MS, "limits.retry_initial_ms")?,
         retry_max_ms: positive(raw.limits.retry_max_ms, DEFAULT_RETRY_MAX_MS, "limits.retry_max_ms")?,
+        max_instances: positive(raw.limits.max_instances.map(u64::from), DEFAULT_MAX_INSTANCES.into(), "limits.max_instances")? as u32,
     };
+    if limits.plugin_memory_bytes < 1024 * 1024 {
+        return Err(("limits.plugin_memory_bytes".into(), format!("{} is below 1 MiB, too little for the plugin to start", limits.plugin_memory_bytes)));
+    }
     if limits.batch_size > 50 {
         return Err(("limits.batch_size".into(), format!("{} is above 50, the most operations one Parse /batch request should carry", limits.batch_size)));
     }
@@ -303,18 +352,57 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
     let plugin_path = base_dir.join(raw.plugin.path.unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_PATH)));
     let plugin_cache_dir = raw.plugin.cache_dir.map(|dir| base_dir.join(dir));
 
-    if raw.databases.is_empty() {
-        return Err(("databases".into(), "no database is configured; add at least one entry".into()));
-    }
-    let mut databases = Vec::with_capacity(raw.databases.len());
-    for (key, database) in raw.databases {
-        databases.push(validate_database(key, database)?);
-    }
-    Ok(Config { path: PathBuf::new(), state, plugin_path, plugin_cache_dir, limits, databases })
+    let tenants = match (raw.databases, raw.tenants) {
+        (Some(_), Some(_)) => {
+            return Err(("databases".into(), "a file with `tenants:` keeps every database under its tenant; move these under `tenants.default.databases`".into()));
+        }
+        (None, None) => return Err(("databases".into(), "missing; add `databases:` or `tenants:`".into())),
+        (Some(databases), None) => vec![validate_tenant(DEFAULT_TENANT, databases, "databases")?],
+        (None, Some(raw_tenants)) => {
+            if raw_tenants.is_empty() {
+                return Err(("tenants".into(), "no tenant is configured; add at least one entry".into()));
+            }
+            let mut tenants = Vec::with_capacity(raw_tenants.len());
+            for (name, tenant) in raw_tenants {
+                if !valid_tenant_name(&name) {
+                    return Err((format!("tenants.{name}"), "a tenant name is 1 to 64 lowercase letters, digits, '_' and '-'".into()));
+                }
+                let at = format!("tenants.{name}.databases");
+                tenants.push(validate_tenant(&name, tenant.databases, &at)?);
+            }
+            tenants
+        }
+    };
+    Ok(Config {
+        path: PathBuf::new(),
+        state,
+        plugin_path,
+        plugin_cache_dir,
+        pooling: raw.plugin.pooling.unwrap_or(true),
+        watch_plugin: raw.plugin.watch.unwrap_or(true),
+        limits,
+        tenants,
+    })
 }
 
-fn validate_database(key: String, raw: RawDatabase) -> Result<Database, KeyError> {
-    let at = |suffix: &str| format!("databases.{key}{suffix}");
+/// Whether `name` can name a tenant: it appears in logs, URLs and state keys.
+pub fn valid_tenant_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn validate_tenant(name: &str, raw: IndexMap<String, RawDatabase>, at: &str) -> Result<TenantConfig, KeyError> {
+    if raw.is_empty() {
+        return Err((at.into(), "no database is configured; add at least one entry".into()));
+    }
+    let mut databases = Vec::with_capacity(raw.len());
+    for (key, database) in raw {
+        databases.push(validate_database(key, database, at)?);
+    }
+    Ok(TenantConfig { name: name.to_owned(), databases })
+}
+
+fn validate_database(key: String, raw: RawDatabase, prefix: &str) -> Result<Database, KeyError> {
+    let at = |suffix: &str| format!("{prefix}.{key}{suffix}");
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err((at(""), "a database key may contain only letters, digits, '_' and '-'".into()));
     }
@@ -409,17 +497,21 @@ databases:
     #[test]
     fn minimal_file_loads_with_defaults() {
         let config = parse_with(MINIMAL, &[("MASTER", "m-key")]).unwrap();
-        assert_eq!(config.databases.len(), 2);
-        let farm = &config.databases[0];
+        assert_eq!(config.tenant_names(), ["default"]);
+        let tenant = &config.tenants[0];
+        assert_eq!(tenant.databases.len(), 2);
+        let farm = &tenant.databases[0];
         assert!(farm.sync);
         let parse = farm.parse.as_ref().unwrap();
         assert_eq!(parse.url_text(), "http://127.0.0.1:1337/parse");
         assert_eq!(parse.master_key.as_ref().unwrap().expose(), "m-key");
-        assert!(!config.databases[1].sync);
+        assert!(!tenant.databases[1].sync);
         assert_eq!(config.state, StateLocation::SqliteFile(PathBuf::from("/etc/agros/./agros-sync.db")));
         assert_eq!(config.plugin_path, PathBuf::from("/etc/agros").join(DEFAULT_PLUGIN_PATH));
         assert_eq!(config.limits.max_object_bytes, DEFAULT_MAX_OBJECT_BYTES);
-        assert_eq!(config.synced_databases().count(), 1);
+        assert_eq!(tenant.synced_databases().count(), 1);
+        assert!(config.pooling);
+        assert_eq!(config.limits.max_instances, DEFAULT_MAX_INSTANCES);
     }
 
     #[test]
@@ -434,7 +526,7 @@ databases:
     fn env_default_is_used() {
         let text = MINIMAL.replace("${MASTER}", "${MASTER:-fallback}");
         let config = parse_with(&text, &[]).unwrap();
-        assert_eq!(config.databases[0].parse.as_ref().unwrap().master_key.as_ref().unwrap().expose(), "fallback");
+        assert_eq!(config.tenants[0].databases[0].parse.as_ref().unwrap().master_key.as_ref().unwrap().expose(), "fallback");
     }
 
     #[test]
@@ -477,5 +569,45 @@ databases:
     fn postgres_state_is_not_supported_yet() {
         let text = format!("state:\n  url: postgres://localhost/agros\n{MINIMAL}");
         assert_eq!(invalid_key(parse_with(&text, &[("MASTER", "m")]).unwrap_err()), "state.url");
+    }
+
+    const TWO_TENANTS: &str = "
+tenants:
+  north-coop:
+    databases:
+      farm:
+        parse: {server_url: http://127.0.0.1:1337/parse, app_id: agros-a, master_key: a}
+  south_estate:
+    databases:
+      farm:
+        parse: {server_url: http://127.0.0.1:1338/parse, app_id: agros-b, master_key: b}
+      archive: {sync: false}
+";
+
+    #[test]
+    fn tenants_keep_their_own_databases() {
+        let config = parse_with(TWO_TENANTS, &[]).unwrap();
+        assert_eq!(config.tenant_names(), ["north-coop", "south_estate"]);
+        let north = config.tenant("north-coop").unwrap();
+        assert_eq!(north.databases.len(), 1);
+        assert_eq!(north.databases[0].parse.as_ref().unwrap().app_id, "agros-a");
+        let south = config.tenant("south_estate").unwrap();
+        assert_eq!(south.databases.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["farm", "archive"]);
+        assert!(config.tenant("default").is_none());
+    }
+
+    #[test]
+    fn tenant_errors_name_the_tenant_path() {
+        let text = TWO_TENANTS.replace("master_key: b", "master_key: ''");
+        assert_eq!(invalid_key(parse_with(&text, &[]).unwrap_err()), "tenants.south_estate.databases.farm.parse.master_key");
+        let text = TWO_TENANTS.replace("north-coop", "North Coop");
+        assert_eq!(invalid_key(parse_with(&text, &[]).unwrap_err()), "tenants.North Coop");
+    }
+
+    #[test]
+    fn databases_and_tenants_together_are_rejected() {
+        let text = format!("{TWO_TENANTS}{}", MINIMAL.replace("${MASTER}", "m"));
+        let err = parse_with(&text, &[]).unwrap_err();
+        assert_eq!(invalid_key(err), "databases");
     }
 }

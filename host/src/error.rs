@@ -15,6 +15,10 @@ pub enum CallError {
     /// The plugin trapped; its instance was discarded.
     #[error("plugin instance of tenant {tenant:?} trapped: {message}{}", guest_suffix(.guest_message))]
     Trap { tenant: String, message: String, guest_message: String },
+    /// The call ran past `limits.call_timeout_secs`; its instance was
+    /// discarded.
+    #[error("plugin call of tenant {tenant:?} ran longer than {seconds}s (limits.call_timeout_secs) and was stopped")]
+    Timeout { tenant: String, seconds: u64 },
     /// A new instance could not be created.
     #[error("failed to instantiate the plugin: {0}")]
     Instantiate(String),
@@ -54,6 +58,7 @@ impl ErrorReport {
         match error {
             CallError::Plugin(e) => Self::from_sync_error(lang, e),
             CallError::Trap { .. } => Self::new(lang, "plugin-trap", None, format!("{error}; {}", trap_hint(lang))),
+            CallError::Timeout { .. } => Self::new(lang, "plugin-timeout", None, format!("{error}; {}", timeout_hint(lang))),
             CallError::Instantiate(_) => Self::new(lang, "plugin-unavailable", None, error.to_string()),
         }
     }
@@ -75,6 +80,13 @@ fn trap_hint(lang: Lang) -> &'static str {
     lang.pick(
         "the next call starts a fresh instance; if memory ran out, query with --limit or --keys, lower limits.query_page_size or raise limits.plugin_memory_bytes",
         "la siguiente llamada usa una instancia nueva; si faltó memoria, consulte con --limit o --keys, baje limits.query_page_size o suba limits.plugin_memory_bytes",
+    )
+}
+
+fn timeout_hint(lang: Lang) -> &'static str {
+    lang.pick(
+        "writes it had accepted stay in the outbox; the next call starts a fresh instance; raise limits.call_timeout_secs if the work is legitimately long",
+        "las escrituras que ya había aceptado siguen en la cola; la siguiente llamada usa una instancia nueva; suba limits.call_timeout_secs si el trabajo es largo de verdad",
     )
 }
 

@@ -31,10 +31,14 @@ pub struct TenantContext {
 }
 
 impl TenantContext {
+    /// Builds the context of the tenant `name` in `config`. A tenant the file
+    /// does not name gets no database, so every call it makes fails as
+    /// `unknown-database`.
     pub fn new(name: &str, config: &Config, store: SqliteStore) -> Self {
         let databases = config
-            .databases
-            .iter()
+            .tenant(name)
+            .into_iter()
+            .flat_map(|t| t.databases.iter())
             .map(|database| config::Database {
                 key: database.key.clone(),
                 sync: database.sync,
@@ -57,6 +61,25 @@ impl TenantContext {
             capability: Arc::new(HttpCapability::for_tenant(name, config)),
         }
     }
+
+    /// The sandbox a new plugin version's self-check runs in: no database, an
+    /// in-memory state store and a capability that allows no request.
+    pub fn self_check() -> Self {
+        Self {
+            name: "self-check".to_owned(),
+            databases: Vec::new(),
+            limits: config::PluginLimits {
+                max_object_bytes: crate::config::DEFAULT_MAX_OBJECT_BYTES,
+                query_page_size: crate::config::DEFAULT_QUERY_PAGE_SIZE,
+                batch_size: crate::config::DEFAULT_BATCH_SIZE,
+                retry_initial_ms: crate::config::DEFAULT_RETRY_INITIAL_MS,
+                retry_max_ms: crate::config::DEFAULT_RETRY_MAX_MS,
+            },
+            memory_limit_bytes: crate::config::DEFAULT_PLUGIN_MEMORY_BYTES as usize,
+            store: SqliteStore::open(&state::StateLocation::SqliteMemory).expect("an in-memory SQLite database opens"),
+            capability: Arc::new(HttpCapability::deny_all("self-check")),
+        }
+    }
 }
 
 /// The `T` of a tenant instance's `Store<T>`.
@@ -69,6 +92,8 @@ pub struct HostState {
     limits: StoreLimits,
     /// The guest's stderr, where a Rust panic prints its message.
     pub stderr: MemoryOutputPipe,
+    /// When the running call must stop, and the budget that set it.
+    pub call_deadline: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl HostState {
@@ -91,6 +116,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits,
             stderr,
+            call_deadline: None,
         }
     }
 

@@ -62,10 +62,13 @@ pub struct HttpCapability {
 }
 
 impl HttpCapability {
-    /// Builds the routes of every synced database in `config`.
+    /// Builds the routes of every synced database of the tenant `tenant` in
+    /// `config`. A tenant the file does not name gets no route at all.
     pub fn for_tenant(tenant: &str, config: &Config) -> Self {
         let routes = config
-            .synced_databases()
+            .tenant(tenant)
+            .into_iter()
+            .flat_map(|t| t.synced_databases())
             .map(|(database, parse)| {
                 let url = &parse.server_url;
                 ParseRoute {
@@ -85,6 +88,11 @@ impl HttpCapability {
             routes,
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
         }
+    }
+
+    /// A capability with no route: every request is denied.
+    pub fn deny_all(tenant: &str) -> Self {
+        Self { tenant: tenant.to_owned(), routes: Vec::new(), request_timeout: Duration::from_secs(1) }
     }
 
     /// Finds the route a request may take. `app_id` is the guest's

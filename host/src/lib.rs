@@ -25,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod host_state;
 pub mod http_capability;
+pub mod json;
 pub mod messages;
 pub mod plugin_cache;
 pub mod state;

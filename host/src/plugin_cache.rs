@@ -14,10 +14,10 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+#[derive(Debug, Clone)]
 pub struct PluginCache {
     dir: PathBuf,
 }
@@ -74,8 +74,7 @@ impl PluginCache {
 
 /// `<sha256 of the component>-<engine compatibility hash>`, in hex.
 pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let content: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let content = crate::engine::sha256_hex(bytes);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{content}-{:016x}", hasher.finish())

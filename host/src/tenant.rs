@@ -1,27 +1,55 @@
-//! One tenant's plugin instance and the calls into it.
+//! One tenant's plugin instance and the calls into it, and [`Tenants`], the
+//! set of tenants one configuration defines.
 //!
 //! Calls to one tenant are serialized: the instance keeps per-tenant state
-//! (its Parse clients) and a component instance runs one call at a time. A
-//! trap (panic, timeout, memory limit) ends that instance only; the next call
-//! gets a fresh one. State the instance had written through the host's
-//! imports (the id map, `app_config`) is durable and survives the trap.
+//! (its Parse clients) and a component instance runs one call at a time.
+//! Calls to different tenants run concurrently. A trap (panic, timeout,
+//! memory limit) ends that tenant's instance only; the next call gets a fresh
+//! one. State the instance had written through the host's imports (the
+//! outbox, the id map, `app_config`) is durable and survives the trap.
+//!
+//! Each instance remembers the plugin version it was created from. A call
+//! that finds a newer version serving drops the old instance and starts one
+//! of the new version; a call already running finishes on the old one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
 use tokio::sync::Mutex;
 use wasmtime::Store;
 
 use crate::bindings::{ClientStatus, FlushReport, ObjectRef, Plugin, QueryOptions, SyncError, SyncOutcome};
 use crate::config::Config;
-use crate::engine::{PluginRuntime, EPOCH_TICK};
+use crate::engine::{CallTimedOut, PluginRuntime, PluginVersion};
 use crate::error::CallError;
 use crate::host_state::{HostState, TenantContext};
 use crate::state::SqliteStore;
 
+pub use crate::config::DEFAULT_TENANT;
+
+/// Extra wall-clock time past `limits.call_timeout_secs` before a call stuck
+/// in host code (not in guest code, where the epoch stops it) is abandoned.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
 struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
+    version: Arc<PluginVersion>,
+}
+
+/// The plugin version a tenant runs, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub version: String,
+    pub hash: String,
+    pub loaded_at: u64,
+}
+
+impl PluginInfo {
+    fn of(version: &PluginVersion) -> Self {
+        Self { version: version.version.clone(), hash: version.hash.clone(), loaded_at: version.loaded_at }
+    }
 }
 
 /// A tenant: its context and, once used, its live instance.
@@ -32,11 +60,28 @@ pub struct Tenant {
     instance: Mutex<Option<Instance>>,
 }
 
+/// Runs one exported call on the tenant's instance: instantiates when
+/// needed, enforces the timeout and turns a trap into a typed error.
+macro_rules! call {
+    ($self:ident, |$plugin:ident, $store:ident| $call:expr) => {{
+        let mut slot = $self.instance.lock().await;
+        let instance = $self.ready(&mut slot).await?;
+        let $plugin = &instance.plugin;
+        let $store = &mut instance.store;
+        let outcome = tokio::time::timeout($self.call_timeout + TIMEOUT_GRACE, $call).await;
+        $self.finish(&mut slot, outcome)
+    }};
+}
+
 impl Tenant {
-    /// Prepares the tenant and records each synced database's server URL and
-    /// application id in `app_config` (`parser-<db>-host`, `parser-<db>-app-id`).
+    /// Prepares the tenant `name` of `config` and records each synced
+    /// database's server URL and application id in its `app_config`
+    /// (`parser-<db>-host`, `parser-<db>-app-id`).
     pub fn new(name: &str, config: &Config, store: SqliteStore, runtime: Arc<PluginRuntime>) -> anyhow::Result<Self> {
-        for (database, parse) in config.synced_databases() {
+        let tenant = config
+            .tenant(name)
+            .ok_or_else(|| anyhow::anyhow!("tenant {name:?} is not in {}; known tenants: {}", config.path.display(), config.tenant_names().join(", ")))?;
+        for (database, parse) in tenant.synced_databases() {
             store.app_config_set(name, &format!("parser-{}-host", database.key), &parse.url_text())?;
             store.app_config_set(name, &format!("parser-{}-app-id", database.key), &parse.app_id)?;
         }
@@ -50,89 +95,114 @@ impl Tenant {
         Self { context, runtime, call_timeout, instance: Mutex::new(None) }
     }
 
+    pub fn name(&self) -> &str {
+        &self.context.name
+    }
+
     pub async fn sync_object(&self, database_key: &str, class_name: &str, object_data: &str, local_id: Option<&str>) -> Result<SyncOutcome, CallError> {
-        let mut slot = self.instance.lock().await;
-        let instance = self.ready(&mut slot).await?;
-        let call = instance
-            .plugin
-            .agros_sync_sync_manager()
-            .call_sync_object(&mut instance.store, database_key, class_name, object_data, local_id)
-            .await;
-        self.finish(&mut slot, call)?.map_err(CallError::Plugin)
+        call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_sync_object(store, database_key, class_name, object_data, local_id))?
+            .map_err(CallError::Plugin)
     }
 
     pub async fn delete_object(&self, database_key: &str, class_name: &str, target: &ObjectRef) -> Result<SyncOutcome, CallError> {
-        let mut slot = self.instance.lock().await;
-        let instance = self.ready(&mut slot).await?;
-        let call = instance
-            .plugin
-            .agros_sync_sync_manager()
-            .call_delete_object(&mut instance.store, database_key, class_name, target)
-            .await;
-        self.finish(&mut slot, call)?.map_err(CallError::Plugin)
+        call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_delete_object(store, database_key, class_name, target))?
+            .map_err(CallError::Plugin)
     }
 
     pub async fn query_objects(&self, database_key: &str, class_name: &str, filters: &str, options: &QueryOptions) -> Result<Vec<String>, CallError> {
-        let mut slot = self.instance.lock().await;
-        let instance = self.ready(&mut slot).await?;
-        let call = instance
-            .plugin
-            .agros_sync_sync_manager()
-            .call_query_objects(&mut instance.store, database_key, class_name, filters, options)
-            .await;
-        self.finish(&mut slot, call)?.map_err(CallError::Plugin)
+        call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_query_objects(store, database_key, class_name, filters, options))?
+            .map_err(CallError::Plugin)
     }
 
     pub async fn get_all_clients_status(&self) -> Result<Vec<ClientStatus>, CallError> {
+        call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_get_all_clients_status(store))
+    }
+
+    /// The clients' status and the plugin version of the instance that
+    /// answered.
+    pub async fn status(&self) -> Result<(Vec<ClientStatus>, PluginInfo), CallError> {
         let mut slot = self.instance.lock().await;
         let instance = self.ready(&mut slot).await?;
-        let call = instance.plugin.agros_sync_sync_manager().call_get_all_clients_status(&mut instance.store).await;
-        self.finish(&mut slot, call)
+        let info = PluginInfo::of(&instance.version);
+        let call = instance.plugin.agros_sync_sync_manager().call_get_all_clients_status(&mut instance.store);
+        let outcome = tokio::time::timeout(self.call_timeout + TIMEOUT_GRACE, call).await;
+        Ok((self.finish(&mut slot, outcome)?, info))
     }
 
     /// Sends due outbox entries; see `flush` in the WIT file.
     pub async fn flush(&self, database_key: Option<&str>, max_entries: u32, force: bool) -> Result<FlushReport, CallError> {
-        let mut slot = self.instance.lock().await;
-        let instance = self.ready(&mut slot).await?;
-        let call = instance
-            .plugin
-            .agros_sync_sync_manager()
-            .call_flush(&mut instance.store, database_key, max_entries, force)
-            .await;
-        self.finish(&mut slot, call)?.map_err(CallError::Plugin)
+        call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_flush(store, database_key, max_entries, force))?
+            .map_err(CallError::Plugin)
     }
 
-    /// Returns the live instance, instantiating one if there is none, with a
-    /// fresh call deadline.
+    /// The plugin's own version string, from the instance new calls use.
+    pub async fn plugin_version(&self) -> Result<String, CallError> {
+        call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_plugin_version(store))
+    }
+
+    /// The version this tenant's live instance runs, or the one its next call
+    /// will start when it has none.
+    pub async fn plugin_info(&self) -> PluginInfo {
+        match self.instance.lock().await.as_ref() {
+            Some(instance) => PluginInfo::of(&instance.version),
+            None => PluginInfo::of(&self.runtime.current()),
+        }
+    }
+
+    /// Drops the live instance, if any. Its next call starts a fresh one.
+    pub async fn evict(&self) {
+        self.instance.lock().await.take();
+    }
+
+    /// Returns the live instance, instantiating one if there is none or if a
+    /// newer plugin version is serving, with a fresh call deadline.
     async fn ready<'a>(&self, slot: &'a mut Option<Instance>) -> Result<&'a mut Instance, CallError> {
+        let current = self.runtime.current();
+        let stale = slot.as_ref().is_some_and(|instance| !Arc::ptr_eq(&instance.version, &current));
+        if stale {
+            if let Some(old) = slot.take() {
+                tracing::info!(tenant = %self.context.name, from = %old.version.hash, to = %current.hash, "moving tenant to the new plugin version");
+            }
+        }
         if slot.is_none() {
-            *slot = Some(self.instantiate().await?);
+            *slot = Some(self.instantiate(current).await?);
         }
         let instance = slot.as_mut().expect("set above");
-        let ticks = (self.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        instance.store.set_epoch_deadline(ticks);
+        instance.store.data_mut().call_deadline = Some((Instant::now() + self.call_timeout, self.call_timeout));
+        instance.store.set_epoch_deadline(1);
         Ok(instance)
     }
 
-    async fn instantiate(&self) -> Result<Instance, CallError> {
-        let mut store = Store::new(&self.runtime.engine, HostState::new(self.context.clone()));
-        store.limiter(|state| state.limiter());
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(u64::MAX / 2);
-        let plugin = self
-            .runtime
+    async fn instantiate(&self, version: Arc<PluginVersion>) -> Result<Instance, CallError> {
+        let mut store = self.runtime.new_store(self.context.clone());
+        store.data_mut().call_deadline = Some((Instant::now() + self.call_timeout, self.call_timeout));
+        let plugin = version
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| CallError::Instantiate(format!("{e:?}")))?;
-        tracing::info!(tenant = %self.context.name, plugin = %self.runtime.plugin_path.display(), "instantiated plugin");
-        Ok(Instance { store, plugin })
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        tracing::debug!(tenant = %self.context.name, hash = %version.hash, "instantiated plugin");
+        Ok(Instance { store, plugin, version })
     }
 
-    /// Drops the instance after a trap, so the next call starts fresh.
-    fn finish<T>(&self, slot: &mut Option<Instance>, call: wasmtime::Result<T>) -> Result<T, CallError> {
+    /// Drops the instance after a trap or a timeout, so the next call starts
+    /// fresh.
+    fn finish<T>(&self, slot: &mut Option<Instance>, outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> Result<T, CallError> {
+        let call = match outcome {
+            Ok(call) => call,
+            Err(_) => {
+                slot.take();
+                tracing::error!(tenant = %self.context.name, "plugin call stuck past its deadline in host code; its instance is discarded");
+                return Err(CallError::Timeout { tenant: self.context.name.clone(), seconds: self.call_timeout.as_secs() });
+            }
+        };
         match call {
             Ok(value) => Ok(value),
+            Err(trap) if trap.is::<CallTimedOut>() => {
+                slot.take();
+                tracing::error!(tenant = %self.context.name, "plugin call ran past its deadline; its instance is discarded");
+                Err(CallError::Timeout { tenant: self.context.name.clone(), seconds: self.call_timeout.as_secs() })
+            }
             Err(trap) => {
                 let stderr = slot.take().map(|i| i.store.data().stderr.contents()).unwrap_or_default();
                 let guest_output = String::from_utf8_lossy(&stderr).trim().to_owned();
@@ -153,14 +223,51 @@ impl Tenant {
     }
 }
 
-/// The tenant built from the top-level `databases:`.
-pub const DEFAULT_TENANT: &str = "default";
+/// A tenant name the configuration does not define.
+#[derive(Debug, thiserror::Error)]
+#[error("tenant {name:?} is not configured; known tenants: {}", .known.join(", "))]
+pub struct UnknownTenant {
+    pub name: String,
+    pub known: Vec<String>,
+}
 
-/// Opens the state store and the plugin, and prepares the `default` tenant
+/// Every tenant of one configuration, over one plugin runtime and one state
+/// store. Tenants are created up front (cheap: no instance yet); each one
+/// instantiates the plugin on its first call.
+pub struct Tenants {
+    pub runtime: Arc<PluginRuntime>,
+    pub store: SqliteStore,
+    tenants: IndexMap<String, Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn new(config: &Config, store: SqliteStore, runtime: Arc<PluginRuntime>) -> anyhow::Result<Self> {
+        let mut tenants = IndexMap::new();
+        for tenant in &config.tenants {
+            let created = Tenant::new(&tenant.name, config, store.clone(), runtime.clone())?;
+            tenants.insert(tenant.name.clone(), Arc::new(created));
+        }
+        Ok(Self { runtime, store, tenants })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Arc<Tenant>, UnknownTenant> {
+        self.tenants.get(name).ok_or_else(|| UnknownTenant { name: name.to_owned(), known: self.names() })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tenants.keys().cloned().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+}
+
+/// Opens the state store and the plugin, and prepares the tenant `default`
 /// from the top-level `databases:`.
 pub fn open_default(config: &Config) -> anyhow::Result<Tenant> {
     let store = SqliteStore::open(&config.state)?;
-    let runtime = PluginRuntime::load(&config.plugin_path)?;
+    let runtime = PluginRuntime::new(&config.plugin_path, crate::engine::RuntimeOptions::from_config(config), None)?;
     Tenant::new(DEFAULT_TENANT, config, store, runtime)
 }
 

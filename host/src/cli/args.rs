@@ -1,5 +1,6 @@
 //! The command-line grammar, with help text in the user's language.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use agros_sync_host::messages::Lang;
@@ -24,6 +25,14 @@ pub fn command(lang: Lang) -> Command {
                 .default_value("config.yaml")
                 .value_parser(value_parser!(PathBuf))
                 .help(t("Configuration file", "Fichero de configuración")),
+        )
+        .arg(
+            Arg::new("tenant")
+                .long("tenant")
+                .global(true)
+                .value_name("NAME")
+                .env("AGROS_SYNC_TENANT")
+                .help(t("Tenant to work on (default: the only one in config.yaml)", "Tenant sobre el que trabajar (por defecto: el único de config.yaml)")),
         )
         .arg(
             Arg::new("json")
@@ -106,8 +115,31 @@ pub fn command(lang: Lang) -> Command {
         )
         .subcommand(
             Command::new("serve")
-                .about(t("Run the background flusher until interrupted", "Ejecuta el envío en segundo plano hasta que se interrumpa"))
+                .about(t(
+                    "Serve the HTTP API for every tenant, flush in the background and reload the plugin when it changes, until interrupted",
+                    "Sirve la API HTTP de todos los tenants, envía en segundo plano y recarga el plugin cuando cambia, hasta que se interrumpa",
+                ))
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .value_name("ADDR")
+                        .default_value("127.0.0.1:8970")
+                        .value_parser(value_parser!(SocketAddr))
+                        .help(t("Address of the HTTP API; the token comes from AGROS_SYNC_API_TOKEN", "Dirección de la API HTTP; el token se lee de AGROS_SYNC_API_TOKEN")),
+                )
                 .arg(Arg::new("interval").long("interval").value_name("MS").default_value("1000").value_parser(value_parser!(u64)).help(t("How often to look for due entries, in milliseconds", "Cada cuánto buscar entradas pendientes, en milisegundos"))),
+        )
+        .subcommand(
+            Command::new("reload")
+                .about(t("Make a running `agros-sync serve` load the plugin file again", "Hace que un `agros-sync serve` en marcha vuelva a cargar el fichero del plugin"))
+                .arg(
+                    Arg::new("url")
+                        .long("url")
+                        .value_name("URL")
+                        .env("AGROS_SYNC_API_URL")
+                        .default_value("http://127.0.0.1:8970")
+                        .help(t("Base URL of the running server's API", "URL base de la API del servidor en marcha")),
+                ),
         );
 
     if lang == Lang::Es {

@@ -92,7 +92,7 @@ fn stops_import(error: &CallError) -> bool {
                 | ErrorKind::RequestDenied
                 | ErrorKind::StateStore
         ),
-        CallError::Trap { .. } | CallError::Instantiate(_) => false,
+        CallError::Trap { .. } | CallError::Timeout { .. } | CallError::Instantiate(_) => false,
     }
 }
 

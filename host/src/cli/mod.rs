@@ -1,10 +1,14 @@
 //! The `agros-sync` command line: `sync`, `delete`, `import`, `query`,
-//! `status`, `app-config`, `flush`, `outbox` and `serve`.
+//! `status`, `app-config`, `flush`, `outbox`, `serve` and `reload`.
+//!
+//! Every command but `serve` and `reload` works on one tenant: `--tenant`, or
+//! the only one `config.yaml` defines.
 //!
 //! Exit codes: 0 on success, 1 when an operation failed, 2 for bad usage or an
 //! invalid configuration. With `--json`, results and errors are JSON on
 //! stdout; otherwise errors go to stderr as one line per cause.
 
+mod api;
 mod args;
 mod import;
 mod outbox;
@@ -13,15 +17,16 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use agros_sync_host::bindings::{ErrorKind, ObjectRef, QueryOptions};
 use agros_sync_host::config::Config;
-use agros_sync_host::engine::PluginRuntime;
+use agros_sync_host::engine::{PluginRuntime, RuntimeOptions};
 use agros_sync_host::error::{CallError, ErrorReport};
 use agros_sync_host::messages::Lang;
 use agros_sync_host::plugin_cache::PluginCache;
 use agros_sync_host::state::SqliteStore;
-use agros_sync_host::tenant::{self, Tenant};
+use agros_sync_host::tenant::{Tenant, Tenants};
 use clap::ArgMatches;
 
 use output::Output;
@@ -125,17 +130,25 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         .map_err(|e| Failure::usage(lang, "invalid-config", Some(config_path.display().to_string()), e.to_string()))?;
     let store = SqliteStore::open(&config.state).map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, e.to_string())))?;
 
+    // `serve` runs every tenant; the other commands work on one.
+    if let Some(("serve", args)) = matches.subcommand() {
+        let tenants = open_tenants(&config, store, lang)?;
+        return serve::run(&config, tenants, args, out).await;
+    }
+    if let Some(("reload", args)) = matches.subcommand() {
+        return api::reload_remote(args, out).await;
+    }
+    let name = tenant_name(matches, &config, lang)?;
+
     // These read and change the state store only; they need no plugin.
     match matches.subcommand() {
-        Some(("app-config", _)) => return app_config(&store, out),
-        Some(("outbox", args)) => return outbox::run(&store, args, out),
+        Some(("app-config", _)) => return app_config(&store, &name, out),
+        Some(("outbox", args)) => return outbox::run(&store, &name, args, out),
         _ => {}
     }
 
-    let cache = PluginCache::new(config.plugin_cache_dir.clone().unwrap_or_else(PluginCache::default_dir));
-    let runtime = PluginRuntime::load_with_cache(&config.plugin_path, Some(&cache))
-        .map_err(|e| Failure::operation(ErrorReport::new(lang, "plugin-unavailable", None, format!("{e:#}"))))?;
-    let tenant = Tenant::new(tenant::DEFAULT_TENANT, &config, store, runtime)
+    let runtime = open_runtime(&config, lang)?;
+    let tenant = Tenant::new(&name, &config, store, runtime)
         .map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))?;
 
     match matches.subcommand() {
@@ -145,8 +158,42 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         Some(("query", args)) => query(&tenant, args, out).await,
         Some(("status", _)) => status(&tenant, out).await,
         Some(("flush", args)) => outbox::flush(&tenant, args, out).await,
-        Some(("serve", args)) => serve::run(&tenant, args, out).await,
         _ => unreachable!("clap requires a subcommand"),
+    }
+}
+
+/// Loads the plugin with the engine settings of `config`, using the
+/// compiled-plugin cache.
+fn open_runtime(config: &Config, lang: Lang) -> Result<Arc<PluginRuntime>, Failure> {
+    let cache = PluginCache::new(config.plugin_cache_dir.clone().unwrap_or_else(PluginCache::default_dir));
+    PluginRuntime::new(&config.plugin_path, RuntimeOptions::from_config(config), Some(cache))
+        .map_err(|e| Failure::operation(ErrorReport::new(lang, "plugin-unavailable", None, format!("{e:#}"))))
+}
+
+fn open_tenants(config: &Config, store: SqliteStore, lang: Lang) -> Result<Tenants, Failure> {
+    let runtime = open_runtime(config, lang)?;
+    Tenants::new(config, store, runtime).map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))
+}
+
+/// The tenant a command works on: `--tenant` (or `AGROS_SYNC_TENANT`), or the
+/// only tenant the file defines.
+fn tenant_name(matches: &ArgMatches, config: &Config, lang: Lang) -> Result<String, Failure> {
+    let known = config.tenant_names().join(", ");
+    match matches.get_one::<String>("tenant") {
+        Some(name) if config.tenant(name).is_some() => Ok(name.clone()),
+        Some(name) => Err(Failure::usage(
+            lang,
+            "unknown-tenant",
+            Some(name.clone()),
+            format!("tenant {name:?} is not in {}; known tenants: {known}", config.path.display()),
+        )),
+        None if config.tenants.len() == 1 => Ok(config.tenants[0].name.clone()),
+        None => Err(Failure::usage(
+            lang,
+            "tenant-required",
+            None,
+            format!("{} defines several tenants ({known}); pick one with --tenant or AGROS_SYNC_TENANT", config.path.display()),
+        )),
     }
 }
 
@@ -194,19 +241,16 @@ async fn query(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(), F
     Ok(())
 }
 
-fn app_config(store: &SqliteStore, out: &Output) -> Result<(), Failure> {
+fn app_config(store: &SqliteStore, tenant: &str, out: &Output) -> Result<(), Failure> {
     let rows = store
-        .app_config_list(tenant::DEFAULT_TENANT)
+        .app_config_list(tenant)
         .map_err(|e| Failure::operation(ErrorReport::new(out.lang, "state-store", None, e.to_string())))?;
     out.app_config(&rows);
     Ok(())
 }
 
 async fn status(tenant: &Tenant, out: &Output) -> Result<(), Failure> {
-    let statuses = tenant
-        .get_all_clients_status()
-        .await
-        .map_err(|e| Failure::call(out.lang, &e))?;
-    out.statuses(&statuses);
+    let (statuses, plugin) = tenant.status().await.map_err(|e| Failure::call(out.lang, &e))?;
+    out.statuses(tenant.name(), &plugin, &statuses);
     Ok(())
 }

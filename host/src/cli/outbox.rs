@@ -5,9 +5,10 @@
 
 use agros_sync_host::error::ErrorReport;
 use agros_sync_host::host_state::now_millis;
+use agros_sync_host::json::outbox_entry_json;
 use agros_sync_host::messages::Lang;
 use agros_sync_host::state::{EntryState, OutboxEntry, SqliteStore};
-use agros_sync_host::tenant::{Tenant, DEFAULT_TENANT};
+use agros_sync_host::tenant::Tenant;
 use clap::ArgMatches;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -78,17 +79,17 @@ pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(
     Ok(())
 }
 
-pub fn run(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+pub fn run(store: &SqliteStore, tenant: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     match args.subcommand() {
-        Some(("list", args)) => list(store, args, out),
-        Some(("show", args)) => show(store, args, out),
-        Some(("retry", args)) => retry(store, args, out),
-        Some(("discard", args)) => discard(store, args, out),
+        Some(("list", args)) => list(store, tenant, args, out),
+        Some(("show", args)) => show(store, tenant, args, out),
+        Some(("retry", args)) => retry(store, tenant, args, out),
+        Some(("discard", args)) => discard(store, tenant, args, out),
         _ => unreachable!("clap requires an outbox subcommand"),
     }
 }
 
-fn list(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+fn list(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let state = if args.get_flag("dead") {
         Some(EntryState::Dead)
     } else if args.get_flag("pending") {
@@ -98,10 +99,10 @@ fn list(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fail
     };
     let database = args.get_one::<String>("database").map(String::as_str);
     let limit = *args.get_one::<u32>("limit").expect("has a default");
-    let entries = store.outbox_list(DEFAULT_TENANT, database, state, limit).map_err(|e| state_failure(out.lang, e))?;
+    let entries = store.outbox_list(name, database, state, limit).map_err(|e| state_failure(out.lang, e))?;
 
     if out.json {
-        let values: Vec<Value> = entries.iter().map(|e| entry_json(e, false)).collect();
+        let values: Vec<Value> = entries.iter().map(|e| outbox_entry_json(e, false)).collect();
         println!("{}", Value::Array(values));
         return Ok(());
     }
@@ -117,13 +118,13 @@ fn list(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fail
     Ok(())
 }
 
-fn show(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
+fn show(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let id = *args.get_one::<u64>("id").expect("required");
-    let entry = store.outbox_get(DEFAULT_TENANT, id).map_err(|e| state_failure(out.lang, e))?;
+    let entry = store.outbox_get(name, id).map_err(|e| state_failure(out.lang, e))?;
     let Some(entry) = entry else {
         return Err(not_found(out.lang, id, false));
     };
-    let value = entry_json(&entry, true);
+    let value = outbox_entry_json(&entry, true);
     if out.json {
         println!("{value}");
     } else {
@@ -132,8 +133,7 @@ fn show(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fail
     Ok(())
 }
 
-fn retry(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
-    let name = DEFAULT_TENANT;
+fn retry(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let ids: Vec<u64> = if args.get_flag("all") {
         let dead = store.outbox_list(name, None, Some(EntryState::Dead), u32::MAX).map_err(|e| state_failure(out.lang, e))?;
         dead.iter().map(|e| e.id).collect()
@@ -157,8 +157,7 @@ fn retry(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Fai
     Ok(())
 }
 
-fn discard(store: &SqliteStore, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
-    let name = DEFAULT_TENANT;
+fn discard(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let ids: Vec<u64> = args.get_many::<u64>("ids").into_iter().flatten().copied().collect();
     // Check every id first, so that a bad one changes nothing.
     for id in &ids {
@@ -211,28 +210,6 @@ fn entry_line(entry: &OutboxEntry, now: u64, lang: Lang) -> String {
         line.push_str(&format!(" — {code}{error}"));
     }
     line
-}
-
-fn entry_json(entry: &OutboxEntry, with_payload: bool) -> Value {
-    let mut value = json!({
-        "id": entry.id,
-        "state": entry.state.as_str(),
-        "database": entry.database_key,
-        "class": entry.class_name,
-        "operation": entry.operation.as_str(),
-        "object_id": entry.object_id,
-        "local_id": entry.local_id,
-        "attempts": entry.attempts,
-        "created_at": entry.created_at,
-        "next_attempt_at": entry.next_attempt_at,
-        "last_error_code": entry.last_error_code,
-        "last_error": entry.last_error,
-        "blocked_by": entry.blocked_by,
-    });
-    if with_payload {
-        value["payload"] = serde_json::from_str(&entry.payload).unwrap_or(Value::String(entry.payload.clone()));
-    }
-    value
 }
 
 /// Builds the failure for an id that is not an outbox entry, or with

@@ -2,6 +2,8 @@
 //! or JSON with `--json`.
 
 use agros_sync_host::bindings::{ClientStatus, ObjectRef, SyncOutcome, SyncStatus};
+use agros_sync_host::json::{sync_outcome_json, tenant_status_json};
+use agros_sync_host::tenant::PluginInfo;
 use agros_sync_host::error::ErrorReport;
 use agros_sync_host::host_state::now_millis;
 use agros_sync_host::messages::Lang;
@@ -87,12 +89,13 @@ impl Output {
         eprintln!("{} {noun}", values.len());
     }
 
-    pub fn statuses(&self, statuses: &[ClientStatus]) {
+    pub fn statuses(&self, tenant: &str, plugin: &PluginInfo, statuses: &[ClientStatus]) {
         if self.json {
-            let entries: Vec<Value> = statuses.iter().map(|s| status_json(s, self.lang)).collect();
-            println!("{}", Value::Array(entries));
+            println!("{}", tenant_status_json(tenant, plugin, statuses, self.lang));
             return;
         }
+        let short_hash = &plugin.hash[..plugin.hash.len().min(12)];
+        println!("{} {tenant}: {} {} ({} {short_hash})", self.t("tenant", "tenant"), self.t("plugin", "plugin"), plugin.version, self.t("hash", "hash"));
         for status in statuses {
             println!("{}", self.status_line(status));
         }
@@ -159,14 +162,6 @@ impl Output {
     }
 }
 
-pub fn sync_outcome_json(outcome: &SyncOutcome) -> Value {
-    let status = match outcome.status {
-        SyncStatus::Synced => "synced",
-        SyncStatus::Queued => "queued",
-    };
-    json!({ "status": status, "object_id": outcome.object_id, "created": outcome.created, "outbox_id": outcome.outbox_id })
-}
-
 /// Formats a duration in milliseconds as `850ms`, `12s`, `4m`, `3h` or `2d`.
 pub fn age(millis: u64) -> String {
     let seconds = millis / 1000;
@@ -177,23 +172,4 @@ pub fn age(millis: u64) -> String {
         7200..=172_799 => format!("{}h", seconds / 3600),
         _ => format!("{}d", seconds / 86_400),
     }
-}
-
-fn status_json(status: &ClientStatus, lang: Lang) -> Value {
-    json!({
-        "database": status.database_key,
-        "sync_enabled": status.sync_enabled,
-        "server_url": status.server_url,
-        "app_id": status.app_id,
-        "reachable": status.reachable,
-        "server_version": status.server_version,
-        "custom_object_ids": status.custom_object_ids,
-        "last_error": status.last_error.as_ref().map(|e| ErrorReport::from_sync_error(lang, e)),
-        "pending": status.pending,
-        "oldest_pending_at": status.oldest_pending_at,
-        "dead_letters": status.dead_letters,
-        "last_success_at": status.last_success_at,
-        "next_retry_at": status.next_retry_at,
-        "paused": status.paused,
-    })
 }
