@@ -610,4 +610,14 @@ tenants:
         let err = parse_with(&text, &[]).unwrap_err();
         assert_eq!(invalid_key(err), "databases");
     }
+
+    #[test]
+    fn example_file_loads() {
+        let text = include_str!("../../config.example.yaml");
+        let config = parse_with(text, &[("AGROS_PARSE_MASTER_KEY_A", "a"), ("AGROS_PARSE_MASTER_KEY_B", "b")]).unwrap();
+        assert_eq!(config.tenant_names(), ["default"]);
+        assert_eq!(config.tenants[0].databases.len(), 3);
+        assert!(config.pooling && config.watch_plugin);
+        assert_eq!(config.limits.max_instances, 1000);
+    }
 }
