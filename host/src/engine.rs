@@ -229,17 +229,21 @@ impl PluginRuntime {
     /// Creates a store for one instance of `context`'s tenant, with its
     /// memory limit and the epoch callback that enforces call deadlines.
     pub fn new_store(&self, context: Arc<TenantContext>) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(context));
-        store.limiter(|state| state.limiter());
-        store.epoch_deadline_callback(|store| match store.data().call_deadline {
-            Some((deadline, budget)) if Instant::now() >= deadline => Err(wasmtime::Error::new(CallTimedOut(budget))),
-            _ => Ok(UpdateDeadline::Yield(1)),
-        });
-        // Both start at 0, which would trap the first instruction; each call
-        // sets its own deadline.
-        store.set_epoch_deadline(1);
-        store
+        new_store(&self.engine, context)
     }
+}
+
+fn new_store(engine: &Engine, context: Arc<TenantContext>) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(context));
+    store.limiter(|state| state.limiter());
+    store.epoch_deadline_callback(|store| match store.data().call_deadline {
+        Some((deadline, budget)) if Instant::now() >= deadline => Err(wasmtime::Error::new(CallTimedOut(budget))),
+        _ => Ok(UpdateDeadline::Yield(1)),
+    });
+    // Both start at 0, which would trap the first instruction; each call
+    // sets its own deadline.
+    store.set_epoch_deadline(1);
+    store
 }
 
 /// The error the epoch callback raises when a call runs past its deadline.
@@ -349,14 +353,7 @@ fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
 /// network, and calls `plugin-version` and `get-all-clients-status`. Returns
 /// the version the plugin reports.
 async fn self_check(engine: &Engine, pre: &PluginPre<HostState>) -> anyhow::Result<String> {
-    let context = Arc::new(TenantContext::self_check());
-    let mut store = Store::new(engine, HostState::new(context));
-    store.limiter(|state| state.limiter());
-    store.epoch_deadline_callback(|store| match store.data().call_deadline {
-        Some((deadline, budget)) if Instant::now() >= deadline => Err(wasmtime::Error::new(CallTimedOut(budget))),
-        _ => Ok(UpdateDeadline::Yield(1)),
-    });
-    store.set_epoch_deadline(1);
+    let mut store = new_store(engine, Arc::new(TenantContext::self_check()));
     store.data_mut().call_deadline = Some((Instant::now() + SELF_CHECK_TIMEOUT, SELF_CHECK_TIMEOUT));
 
     let plugin = pre.instantiate_async(&mut store).await.map_err(|e| anyhow!("failed to instantiate: {e:#}"))?;
