@@ -71,6 +71,70 @@ pub fn plugin_path() -> PathBuf {
     target_dir().join("wasm32-wasip2/release/agros_sync_guest.wasm")
 }
 
+/// Builds the misbehaving test plugin in `tests/fixtures/rogue-plugin` once
+/// per process and returns its component file.
+///
+/// It builds into `target/fixtures`, a target directory of its own, so that it
+/// does not wait on the build lock of the `cargo test` that runs this process.
+/// Test binaries running at the same time share cargo's lock on that directory.
+pub fn rogue_plugin_path() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target_dir = repo_root().join("target/fixtures");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = Command::new(cargo)
+                .current_dir(repo_root())
+                .args(["build", "-p", "agros-sync-rogue-plugin", "--target", "wasm32-wasip2", "--release", "--target-dir"])
+                .arg(&target_dir)
+                // Without debug info the component is a tenth of the size, and
+                // each test compiles it.
+                .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+                .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+                .output()
+                .expect("cargo runs");
+            assert!(
+                output.status.success(),
+                "building the rogue fixture plugin failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            target_dir.join("wasm32-wasip2/release/agros_sync_rogue_plugin.wasm")
+        })
+        .clone()
+}
+
+/// Returns `component` with a custom section appended: id 0, the section
+/// size, then the name (length and bytes) and the payload, sizes in unsigned
+/// LEB128. A component may end with custom sections, so the result loads and
+/// behaves the same, but its hash differs.
+pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut content = leb128(name.len());
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+
+    let mut bytes = component.to_vec();
+    bytes.push(0x00);
+    bytes.extend(leb128(content.len()));
+    bytes.extend(content);
+    bytes
+}
+
+/// Encodes `value` as unsigned LEB128, the integer encoding of the wasm
+/// binary format.
+fn leb128(mut value: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            bytes.push(low);
+            return bytes;
+        }
+        bytes.push(low | 0x80);
+    }
+}
+
 /// Returns the compiled plugin, shared by every test in a binary.
 pub fn runtime() -> Arc<PluginRuntime> {
     static RUNTIME: OnceLock<Arc<PluginRuntime>> = OnceLock::new();

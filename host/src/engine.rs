@@ -324,27 +324,32 @@ fn prepare(engine: &Engine, linker: &Linker<HostState>, cache: Option<&PluginCac
 }
 
 /// Checks that the component exports `agros:sync/sync-manager` at a version
-/// compatible with [`WIT_VERSION`]: the same major version, or before 1.0 the
-/// same minor version.
+/// compatible with [`WIT_VERSION`].
 fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
     let component_type = component.component_type();
     let exported: Vec<&str> = component_type.exports(engine).map(|(name, _)| name).collect();
     let Some(name) = exported.iter().find(|name| name.split('@').next() == Some(EXPORT_NAME)) else {
         bail!("it exports {exported:?}, not {EXPORT_NAME}; build it against wit/sync.wit");
     };
+    compatible_export(name, WIT_VERSION).map_err(|message| anyhow!(message))
+}
+
+/// Checks the version of the export `name` (`agros:sync/sync-manager@x.y.z`)
+/// against the host's `(major, minor)`: the same major version, or before 1.0
+/// the same minor version.
+fn compatible_export(name: &str, host: (u64, u64)) -> Result<(), String> {
     let version = name.split_once('@').map(|(_, v)| v).unwrap_or("");
     let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
     let (major, minor) = match (parts.next().flatten(), parts.next().flatten()) {
         (Some(major), Some(minor)) => (major, minor),
-        _ => bail!("it exports {name} without a version; build it against wit/sync.wit"),
+        _ => return Err(format!("it exports {name} without a valid version; build it against wit/sync.wit")),
     };
-    let compatible = major == WIT_VERSION.0 && (major > 0 || minor == WIT_VERSION.1);
+    let compatible = major == host.0 && (major > 0 || minor == host.1);
     if !compatible {
-        bail!(
+        return Err(format!(
             "it exports {name}, but this host needs {EXPORT_NAME}@{}.{}.x; build the plugin from the same release as the host",
-            WIT_VERSION.0,
-            WIT_VERSION.1
-        );
+            host.0, host.1
+        ));
     }
     Ok(())
 }
@@ -413,4 +418,46 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning a thread succeeds at start-up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_minor_before_one_is_compatible() {
+        assert_eq!(compatible_export("agros:sync/sync-manager@0.3.0", (0, 3)), Ok(()));
+        assert_eq!(compatible_export("agros:sync/sync-manager@0.3.7", (0, 3)), Ok(()));
+    }
+
+    #[test]
+    fn other_minor_before_one_is_rejected() {
+        for name in ["agros:sync/sync-manager@0.2.0", "agros:sync/sync-manager@0.4.0"] {
+            let error = compatible_export(name, (0, 3)).unwrap_err();
+            assert_eq!(
+                error,
+                format!("it exports {name}, but this host needs agros:sync/sync-manager@0.3.x; build the plugin from the same release as the host")
+            );
+        }
+    }
+
+    #[test]
+    fn other_major_is_rejected() {
+        assert!(compatible_export("agros:sync/sync-manager@1.3.0", (0, 3)).is_err());
+        assert!(compatible_export("agros:sync/sync-manager@1.0.0", (2, 0)).is_err());
+    }
+
+    #[test]
+    fn any_minor_from_one_on_is_compatible() {
+        assert_eq!(compatible_export("agros:sync/sync-manager@1.0.0", (1, 2)), Ok(()));
+        assert_eq!(compatible_export("agros:sync/sync-manager@1.5.1", (1, 2)), Ok(()));
+    }
+
+    #[test]
+    fn missing_or_malformed_version_is_rejected() {
+        for name in ["agros:sync/sync-manager", "agros:sync/sync-manager@", "agros:sync/sync-manager@x.y.z", "agros:sync/sync-manager@1"] {
+            let error = compatible_export(name, (0, 3)).unwrap_err();
+            assert_eq!(error, format!("it exports {name} without a valid version; build it against wit/sync.wit"));
+        }
+    }
 }

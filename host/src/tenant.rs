@@ -211,16 +211,27 @@ impl Tenant {
                 // guest's panic line; the wasm backtrace goes to the log only.
                 let root = trap.root_cause().to_string();
                 let message = root.lines().next().unwrap_or("trap").to_owned();
-                let guest_message = guest_output
-                    .lines()
-                    .find(|line| line.contains("panicked") || line.contains("memory allocation"))
-                    .or_else(|| guest_output.lines().next())
-                    .unwrap_or_default()
-                    .to_owned();
+                let guest_message = guest_message(&guest_output);
                 Err(CallError::Trap { tenant: self.context.name.clone(), message, guest_message })
             }
         }
     }
+}
+
+/// Returns the guest's own reason for a trap, taken from its stderr: Rust's
+/// panic report or its allocation failure, else the first line. Since Rust
+/// 1.73 a panic prints `thread '...' panicked at FILE:LINE:COL:` and the
+/// message on the next line, so the two lines are joined.
+fn guest_message(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    if let Some(at) = lines.iter().position(|line| line.contains("panicked")) {
+        return match lines.get(at + 1) {
+            Some(message) => format!("{} {}", lines[at], message.trim()),
+            None => lines[at].to_owned(),
+        };
+    }
+    let reason = lines.iter().find(|line| line.contains("memory allocation")).or(lines.first());
+    reason.map(|line| (*line).to_owned()).unwrap_or_default()
 }
 
 /// A tenant name the configuration does not define.
