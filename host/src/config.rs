@@ -373,6 +373,13 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
             tenants
         }
     };
+    // Instances are not evicted, so each tenant keeps its pool slot once used.
+    if tenants.len() > limits.max_instances as usize {
+        return Err((
+            "limits.max_instances".into(),
+            format!("{} is less than the {} configured tenants; each tenant needs one plugin instance", limits.max_instances, tenants.len()),
+        ));
+    }
     Ok(Config {
         path: PathBuf::new(),
         state,
@@ -619,5 +626,13 @@ tenants:
         assert_eq!(config.tenants[0].databases.len(), 3);
         assert!(config.pooling && config.watch_plugin);
         assert_eq!(config.limits.max_instances, 1000);
+    }
+
+    #[test]
+    fn more_tenants_than_instances_is_rejected() {
+        let text = format!("limits:\n  max_instances: 1\n{TWO_TENANTS}");
+        let err = parse_with(&text, &[]).unwrap_err();
+        assert!(err.to_string().contains("1 is less than the 2 configured tenants"), "{err}");
+        assert_eq!(invalid_key(err), "limits.max_instances");
     }
 }
