@@ -353,3 +353,24 @@ async fn same_database_key_is_separate_per_tenant() {
     assert_eq!(sandbox.store.id_get("c", "farm", "Plot", "plot-1").unwrap(), None);
     assert_eq!(sandbox.app_config("c", "rogue-last-write"), None);
 }
+
+#[tokio::test]
+async fn guest_sees_no_env_files_or_sockets() {
+    let sandbox = sandbox();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let data = json!({ "address": listener.local_addr().unwrap().to_string() }).to_string();
+
+    let found = match sandbox.tenant("a").sync_object("farm", "Snoop", &data, None).await {
+        Err(CallError::Plugin(error)) => serde_json::from_str::<serde_json::Value>(&error.detail).expect("the fixture reports JSON"),
+        other => panic!("expected the fixture's report, got {other:?}"),
+    };
+
+    assert_eq!(found["env"], json!(0), "{found}");
+    assert_eq!(found["args"], json!(0), "{found}");
+    assert!(found["read_root"].as_str().unwrap().starts_with("error"), "{found}");
+    assert!(found["read_cwd"].as_str().unwrap().starts_with("error"), "{found}");
+    assert!(found["tcp"].as_str().unwrap().starts_with("error"), "{found}");
+    let accepted = listener.accept().map(|(_, peer)| peer);
+    assert_eq!(accepted.map_err(|e| e.kind()), Err(IoErrorKind::WouldBlock), "the guest opened a TCP connection");
+}
