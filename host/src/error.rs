@@ -1,6 +1,6 @@
 //! Errors of calls into the plugin, and the report shown to a user or a script.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::bindings::{ErrorKind, SyncError};
@@ -34,7 +34,7 @@ fn guest_suffix(guest_message: &str) -> String {
 
 /// An error as printed by the CLI and returned by the API: a stable code, a
 /// message in the user's language, and the details scripts need.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorReport {
     pub code: String,
     pub message: String,

@@ -3,7 +3,8 @@
 //! `flush` goes through the plugin, which sends. The `outbox` commands read
 //! and change the state store directly: they send nothing.
 
-use agros_sync_host::error::ErrorReport;
+use agros_sync_host::bindings::FlushReport;
+use agros_sync_host::error::{CallError, ErrorReport};
 use agros_sync_host::host_state::now_millis;
 use agros_sync_host::json::outbox_entry_json;
 use agros_sync_host::messages::Lang;
@@ -35,20 +36,10 @@ pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(
 
     let progress = if out.json { ProgressBar::hidden() } else { ProgressBar::new(u64::from(pending_before)) };
     progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
-    let (mut delivered, mut retried, mut dead_lettered) = (0, 0, 0);
-    let pending = loop {
-        let report = tenant
-            .flush(database, FLUSH_STEP, true)
-            .await
-            .map_err(|e| Failure::call(lang, &e))?;
-        delivered += report.delivered;
-        retried += report.retried;
-        dead_lettered += report.dead_lettered;
-        progress.inc(u64::from(report.delivered + report.dead_lettered));
-        if report.pending == 0 || report.delivered + report.dead_lettered == 0 {
-            break report.pending;
-        }
-    };
+    let totals = flush_until_idle(tenant, database, true, |round| progress.inc(u64::from(round.delivered + round.dead_lettered)))
+        .await
+        .map_err(|e| Failure::call(lang, &e))?;
+    let FlushReport { delivered, retried, dead_lettered, pending } = totals;
     progress.finish_and_clear();
 
     if out.json {
@@ -77,6 +68,24 @@ pub async fn flush(tenant: &Tenant, args: &ArgMatches, out: &Output) -> Result<(
         return Err(Failure::after_summary(ErrorReport::new(lang, "flush-incomplete", None, detail)));
     }
     Ok(())
+}
+
+/// Calls `flush` until nothing is pending or a round moves nothing, and
+/// returns the summed counts with the pending entries left at the end.
+/// `on_round` receives each round's report.
+pub async fn flush_until_idle(tenant: &Tenant, database: Option<&str>, force: bool, mut on_round: impl FnMut(&FlushReport)) -> Result<FlushReport, CallError> {
+    let mut totals = FlushReport { delivered: 0, retried: 0, dead_lettered: 0, pending: 0 };
+    loop {
+        let round = tenant.flush(database, FLUSH_STEP, force).await?;
+        on_round(&round);
+        totals.delivered += round.delivered;
+        totals.retried += round.retried;
+        totals.dead_lettered += round.dead_lettered;
+        totals.pending = round.pending;
+        if round.pending == 0 || round.delivered + round.dead_lettered == 0 {
+            return Ok(totals);
+        }
+    }
 }
 
 pub fn run(store: &SqliteStore, tenant: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
@@ -122,7 +131,7 @@ fn show(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Res
     let id = *args.get_one::<u64>("id").expect("required");
     let entry = store.outbox_get(name, id).map_err(|e| state_failure(out.lang, e))?;
     let Some(entry) = entry else {
-        return Err(not_found(out.lang, id, false));
+        return Err(Failure::operation(entry_not_found(out.lang, id, false)));
     };
     let value = outbox_entry_json(&entry, true);
     if out.json {
@@ -134,47 +143,72 @@ fn show(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Res
 }
 
 fn retry(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
-    let ids: Vec<u64> = if args.get_flag("all") {
-        let dead = store.outbox_list(name, None, Some(EntryState::Dead), u32::MAX).map_err(|e| state_failure(out.lang, e))?;
-        dead.iter().map(|e| e.id).collect()
+    let selection = if args.get_flag("all") {
+        DeadLetters::All
     } else {
-        args.get_many::<u64>("ids").into_iter().flatten().copied().collect()
+        DeadLetters::Ids(args.get_many::<u64>("ids").into_iter().flatten().copied().collect())
     };
-
-    // Check every id first, so that a bad one changes nothing.
-    for id in &ids {
-        let entry = store.outbox_get(name, *id).map_err(|e| state_failure(out.lang, e))?;
-        if entry.is_none_or(|e| e.state != EntryState::Dead) {
-            return Err(not_found(out.lang, *id, true));
-        }
-    }
-    let now = now_millis();
-    for id in &ids {
-        store.outbox_retry_dead(name, *id, now).map_err(|e| state_failure(out.lang, e))?;
-        tracing::info!(tenant = %name, outbox_id = id, "dead letter moved back to pending by an operator");
-    }
+    let ids = retry_dead_letters(store, name, selection, out.lang).map_err(Failure::operation)?;
     report_ids(out, "retried", &ids, out.lang.pick("moved back to pending; run `agros-sync flush` to send", "vuelven a estar pendientes; ejecute `agros-sync flush` para enviarlas"));
     Ok(())
 }
 
 fn discard(store: &SqliteStore, name: &str, args: &ArgMatches, out: &Output) -> Result<(), Failure> {
     let ids: Vec<u64> = args.get_many::<u64>("ids").into_iter().flatten().copied().collect();
-    // Check every id first, so that a bad one changes nothing.
+    discard_entries(store, name, &ids, out.lang).map_err(Failure::operation)?;
+    report_ids(out, "discarded", &ids, out.lang.pick("discarded", "descartadas"));
+    Ok(())
+}
+
+/// The dead letters `retry_dead_letters` moves back to pending: all of
+/// them, or the listed ids.
+pub enum DeadLetters {
+    All,
+    Ids(Vec<u64>),
+}
+
+/// Moves dead letters back to pending, due now, and returns their ids.
+/// Every id is checked first, so that a bad one changes nothing.
+pub fn retry_dead_letters(store: &SqliteStore, name: &str, selection: DeadLetters, lang: Lang) -> Result<Vec<u64>, ErrorReport> {
+    let ids = match selection {
+        DeadLetters::All => {
+            let dead = store.outbox_list(name, None, Some(EntryState::Dead), u32::MAX).map_err(|e| state_error(lang, e))?;
+            dead.iter().map(|e| e.id).collect()
+        }
+        DeadLetters::Ids(ids) => ids,
+    };
+
     for id in &ids {
-        if store.outbox_get(name, *id).map_err(|e| state_failure(out.lang, e))?.is_none() {
-            return Err(not_found(out.lang, *id, false));
+        let entry = store.outbox_get(name, *id).map_err(|e| state_error(lang, e))?;
+        if entry.is_none_or(|e| e.state != EntryState::Dead) {
+            return Err(entry_not_found(lang, *id, true));
         }
     }
+    let now = now_millis();
     for id in &ids {
-        let Some(entry) = store.outbox_discard(name, *id).map_err(|e| state_failure(out.lang, e))? else {
-            return Err(not_found(out.lang, *id, false));
+        store.outbox_retry_dead(name, *id, now).map_err(|e| state_error(lang, e))?;
+        tracing::info!(tenant = %name, outbox_id = id, "dead letter moved back to pending by an operator");
+    }
+    Ok(ids)
+}
+
+/// Deletes outbox entries without sending them. Every id is checked first,
+/// so that a bad one changes nothing.
+pub fn discard_entries(store: &SqliteStore, name: &str, ids: &[u64], lang: Lang) -> Result<(), ErrorReport> {
+    for id in ids {
+        if store.outbox_get(name, *id).map_err(|e| state_error(lang, e))?.is_none() {
+            return Err(entry_not_found(lang, *id, false));
+        }
+    }
+    for id in ids {
+        let Some(entry) = store.outbox_discard(name, *id).map_err(|e| state_error(lang, e))? else {
+            return Err(entry_not_found(lang, *id, false));
         };
         tracing::warn!(
             tenant = %name, outbox_id = id, database = %entry.database_key, class = %entry.class_name,
             object_id = %entry.object_id, operation = entry.operation.as_str(), "outbox entry discarded by an operator"
         );
     }
-    report_ids(out, "discarded", &ids, out.lang.pick("discarded", "descartadas"));
     Ok(())
 }
 
@@ -212,18 +246,22 @@ fn entry_line(entry: &OutboxEntry, now: u64, lang: Lang) -> String {
     line
 }
 
-/// Builds the failure for an id that is not an outbox entry, or with
-/// `dead`, not a dead letter.
-fn not_found(lang: Lang, id: u64, dead: bool) -> Failure {
+/// Builds the error for an id that is not an outbox entry, or with `dead`,
+/// not a dead letter.
+pub fn entry_not_found(lang: Lang, id: u64, dead: bool) -> ErrorReport {
     let detail = if dead {
         format!("outbox entry {id} is not a dead letter; list them with `agros-sync outbox list --dead`")
     } else {
         format!("there is no outbox entry {id}; list them with `agros-sync outbox list`")
     };
     let code = if dead { "dead-letter-not-found" } else { "entry-not-found" };
-    Failure::operation(ErrorReport::new(lang, code, Some(id.to_string()), detail))
+    ErrorReport::new(lang, code, Some(id.to_string()), detail)
+}
+
+pub fn state_error(lang: Lang, error: agros_sync_host::state::StateError) -> ErrorReport {
+    ErrorReport::new(lang, "state-store", None, error.to_string())
 }
 
 fn state_failure(lang: Lang, error: agros_sync_host::state::StateError) -> Failure {
-    Failure::operation(ErrorReport::new(lang, "state-store", None, error.to_string()))
+    Failure::operation(state_error(lang, error))
 }

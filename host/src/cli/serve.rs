@@ -119,8 +119,11 @@ fn has_due_entries(tenant: &Tenant) -> bool {
 /// and costs one `stat` per interval.
 async fn watch_plugin(runtime: Arc<PluginRuntime>) {
     let path = runtime.plugin_path().to_owned();
-    let mut loaded = file_stamp(&path);
-    let mut candidate = loaded;
+    // Nothing counts as loaded at first, so the first look calls `reload`,
+    // which compares content hashes: the file may have changed between the
+    // runtime reading it and this task starting.
+    let mut loaded = None;
+    let mut candidate = file_stamp(&path);
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
         let stamp = file_stamp(&path);
