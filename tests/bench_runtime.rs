@@ -662,37 +662,12 @@ async fn call_status_until_stopped(tenant: Arc<Tenant>, control: Arc<CallerContr
     }
 }
 
-/// Writes the plugin with a custom section appended, which changes its hash
-/// but not its code, under a temporary name, then renames it over `live`.
+/// Writes the plugin with a custom section appended (harness
+/// `with_custom_section`), which changes its hash but not its code, under a
+/// temporary name, then renames it over `live`.
 fn write_variant(live: &Path, original: &[u8], variant: usize) {
     let bytes = with_custom_section(original, "agros-bench-reload", format!("variant {variant}").as_bytes());
     let temporary = live.with_extension("wasm.tmp");
     std::fs::write(&temporary, bytes).expect("the plugin variant can be written");
     std::fs::rename(&temporary, live).expect("the plugin variant can be renamed into place");
-}
-
-/// Appends a custom section: id 0, the section size, then the name (length
-/// and bytes) and the payload. Sizes are unsigned LEB128.
-fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut contents = leb128(name.len());
-    contents.extend_from_slice(name.as_bytes());
-    contents.extend_from_slice(payload);
-    let mut bytes = component.to_vec();
-    bytes.push(0x00);
-    bytes.extend(leb128(contents.len()));
-    bytes.extend(contents);
-    bytes
-}
-
-fn leb128(mut value: usize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    loop {
-        let low = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            bytes.push(low);
-            return bytes;
-        }
-        bytes.push(low | 0x80);
-    }
 }
