@@ -313,13 +313,20 @@ fn token_missing_or_wrong_is_401() {
     assert_eq!(rejected.status, 401);
 
     let allowed = server.send("GET", "/v1/tenants", &[("Authorization", right.as_str())], None);
-    assert_eq!((allowed.status, allowed.json()), (200, json!({ "tenants": ["default"] })));
+    assert_eq!(allowed.status, 200);
+    let listed = allowed.json();
+    assert_eq!(listed["tenants"], json!(["default"]));
+    assert_eq!(listed["plugin"]["version"], json!("0.1.0"));
+    assert_eq!(listed["running"], json!({ "default": null }), "no call has started an instance yet");
     let lowercase_scheme = format!("bearer {token}");
     assert_eq!(server.send("GET", "/v1/tenants", &[("Authorization", lowercase_scheme.as_str())], None).status, 200);
     let status = server.get("/v1/tenants/default/status");
     assert_eq!(status.status, 200);
     assert_eq!(status.json()["clients"][0]["database"], json!("farm"));
     assert_eq!(server_count(&server_a(), &class), 0);
+    let listed = server.get("/v1/tenants").json();
+    assert_eq!(listed["running"]["default"]["hash"], listed["plugin"]["hash"], "the status call runs on the serving version");
+    assert_eq!(listed["running"]["default"]["hash"], status.json()["plugin"]["hash"]);
     server.stop_and_check_secrets(&[]);
 }
 
@@ -659,7 +666,7 @@ fn two_tenants_see_only_their_own_databases() {
     );
     let server = Server::start(&cli_config_dir("api-tenants", &tenants), Some(&fresh_token()), "C");
 
-    assert_eq!(server.get("/v1/tenants").json(), json!({ "tenants": ["alpha", "beta"] }));
+    assert_eq!(server.get("/v1/tenants").json()["tenants"], json!(["alpha", "beta"]));
     for (tenant, database, url) in [("alpha", "farm", server_a().url), ("beta", "market", server_b().url)] {
         let status = server.get(&format!("/v1/tenants/{tenant}/status"));
         assert_eq!(status.status, 200, "{}", status.text);
@@ -670,6 +677,10 @@ fn two_tenants_see_only_their_own_databases() {
         assert_eq!(databases, vec![&json!(database)], "{status}");
         assert_eq!(clients[0]["server_url"], json!(url));
         assert_eq!(clients[0]["reachable"], json!(true));
+    }
+    let listed = server.get("/v1/tenants").json();
+    for tenant in ["alpha", "beta"] {
+        assert_eq!(listed["running"][tenant]["hash"], listed["plugin"]["hash"], "{listed}");
     }
 
     let class = unique_class("ApiTenant");
@@ -717,14 +728,21 @@ fn reload_swaps_plugin_and_keeps_old_on_failure() {
     assert_eq!(without_token.status.code(), Some(1));
     assert_eq!(stdout_json(&without_token)["error"]["code"], json!("unauthorized-api"));
 
+    // A call starts the tenant's instance on the first version.
+    assert_eq!(server.get("/v1/tenants/default/status").status, 200);
+
     let changed = with_custom_section(&original, "agros-sync-test", b"reload");
     let new_hash = sha256_hex(&changed);
     replace_file(&plugin, &changed);
     let swapped = reload("C", Some(&token), true);
     assert_eq!(swapped.status.code(), Some(0), "{}", String::from_utf8_lossy(&swapped.stdout));
     assert_eq!(stdout_json(&swapped), json!({ "outcome": "swapped", "hash": new_hash, "version": "0.1.0", "previous_hash": old_hash }));
+    let listed = server.get("/v1/tenants").json();
+    assert_eq!(listed["plugin"]["hash"], json!(new_hash), "new instances start the new version");
+    assert_eq!(listed["running"]["default"]["hash"], json!(old_hash), "the live instance moves on its next call");
     let status = server.get("/v1/tenants/default/status").json();
     assert_eq!(status["plugin"]["hash"], json!(new_hash));
+    assert_eq!(server.get("/v1/tenants").json()["running"]["default"]["hash"], json!(new_hash));
     assert_eq!(status["plugin"]["last_reload_failure"], Value::Null);
 
     let broken = b"\0asm this is no component".to_vec();

@@ -47,7 +47,7 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
-    fn of(version: &PluginVersion) -> Self {
+    pub fn of(version: &PluginVersion) -> Self {
         Self { version: version.version.clone(), hash: version.hash.clone(), loaded_at: version.loaded_at }
     }
 }
@@ -58,6 +58,9 @@ pub struct Tenant {
     runtime: Arc<PluginRuntime>,
     call_timeout: Duration,
     instance: Mutex<Option<Instance>>,
+    /// The version of the live instance, readable while a call holds
+    /// `instance`.
+    running: std::sync::Mutex<Option<PluginInfo>>,
 }
 
 /// Runs one exported call on the tenant's instance: instantiates when
@@ -92,7 +95,7 @@ impl Tenant {
     /// Creates a tenant from a ready context. Tests use it to give the plugin a
     /// database its capability does not allow.
     pub fn with_context(context: Arc<TenantContext>, runtime: Arc<PluginRuntime>, call_timeout: Duration) -> Self {
-        Self { context, runtime, call_timeout, instance: Mutex::new(None) }
+        Self { context, runtime, call_timeout, instance: Mutex::new(None), running: std::sync::Mutex::new(None) }
     }
 
     pub fn name(&self) -> &str {
@@ -149,9 +152,23 @@ impl Tenant {
         }
     }
 
+    /// The version of the live instance, or `None` when the tenant has none
+    /// (its next call starts the serving version). Does not wait for a call
+    /// in progress.
+    pub fn running_plugin(&self) -> Option<PluginInfo> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Drops the live instance, if any. Its next call starts a fresh one.
     pub async fn evict(&self) {
-        self.instance.lock().await.take();
+        let mut slot = self.instance.lock().await;
+        self.discard(&mut slot);
+    }
+
+    /// Drops the live instance and forgets its version.
+    fn discard(&self, slot: &mut Option<Instance>) -> Option<Instance> {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        slot.take()
     }
 
     /// Returns the live instance, instantiating one if there is none or if a
@@ -160,12 +177,14 @@ impl Tenant {
         let current = self.runtime.current();
         let stale = slot.as_ref().is_some_and(|instance| !Arc::ptr_eq(&instance.version, &current));
         if stale {
-            if let Some(old) = slot.take() {
+            if let Some(old) = self.discard(slot) {
                 tracing::info!(tenant = %self.context.name, from = %old.version.hash, to = %current.hash, "moving tenant to the new plugin version");
             }
         }
         if slot.is_none() {
-            *slot = Some(self.instantiate(current).await?);
+            let instance = self.instantiate(current).await?;
+            *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(PluginInfo::of(&instance.version));
+            *slot = Some(instance);
         }
         let instance = slot.as_mut().expect("set above");
         instance.store.data_mut().call_deadline = Some((Instant::now() + self.call_timeout, self.call_timeout));
@@ -191,7 +210,7 @@ impl Tenant {
         let call = match outcome {
             Ok(call) => call,
             Err(_) => {
-                slot.take();
+                self.discard(slot);
                 tracing::error!(tenant = %self.context.name, "plugin call stuck past its deadline in host code; its instance is discarded");
                 return Err(CallError::Timeout { tenant: self.context.name.clone(), seconds: self.call_timeout.as_secs() });
             }
@@ -199,12 +218,12 @@ impl Tenant {
         match call {
             Ok(value) => Ok(value),
             Err(trap) if trap.is::<CallTimedOut>() => {
-                slot.take();
+                self.discard(slot);
                 tracing::error!(tenant = %self.context.name, "plugin call ran past its deadline; its instance is discarded");
                 Err(CallError::Timeout { tenant: self.context.name.clone(), seconds: self.call_timeout.as_secs() })
             }
             Err(trap) => {
-                let stderr = slot.take().map(|i| i.store.data().stderr.contents()).unwrap_or_default();
+                let stderr = self.discard(slot).map(|i| i.store.data().stderr.contents()).unwrap_or_default();
                 let guest_output = String::from_utf8_lossy(&stderr).trim().to_owned();
                 tracing::error!(tenant = %self.context.name, error = %format!("{trap:?}"), guest_stderr = %guest_output, "plugin trapped; its instance is discarded");
                 // The first line of the root cause ("wasm trap: ...") and the

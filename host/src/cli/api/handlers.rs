@@ -7,10 +7,10 @@ use std::sync::Arc;
 use agros_sync_host::bindings::{ObjectRef, QueryOptions, SyncStatus};
 use agros_sync_host::engine::ReloadOutcome;
 use agros_sync_host::error::ErrorReport;
-use agros_sync_host::json::{flush_report_json, outbox_entry_json, sync_outcome_json, tenant_status_json};
+use agros_sync_host::json::{flush_report_json, outbox_entry_json, plugin_json, sync_outcome_json, tenant_status_json};
 use agros_sync_host::messages::Lang;
 use agros_sync_host::state::EntryState;
-use agros_sync_host::tenant::Tenant;
+use agros_sync_host::tenant::{PluginInfo, Tenant};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Deserialize;
@@ -39,7 +39,7 @@ pub async fn dispatch(state: &ApiState, request: Request<Incoming>, found: &Foun
     match found.route.endpoint {
         Endpoint::Health => Ok(Reply::ok(json!({ "status": "ok" }))),
         Endpoint::OpenApi => Ok(Reply::json_text(OPENAPI)),
-        Endpoint::Tenants => Ok(Reply::ok(json!({ "tenants": state.tenants.names() }))),
+        Endpoint::Tenants => Ok(Reply::ok(tenants(state))),
         Endpoint::Status => status(state, tenant()?, lang).await,
         Endpoint::Sync => sync(tenant()?, read_json(request, state.max_body_bytes, lang).await?, lang).await,
         Endpoint::Delete => delete(tenant()?, read_json(request, state.max_body_bytes, lang).await?, lang).await,
@@ -68,6 +68,22 @@ fn tenant(state: &ApiState, name: &str, lang: Lang) -> Result<Arc<Tenant>, ApiEr
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoFields {}
+
+/// The tenant names, the plugin version serving new instances, and the
+/// version each tenant's live instance runs (`null` before its first call).
+fn tenants(state: &ApiState) -> Value {
+    let running: serde_json::Map<String, Value> = state
+        .tenants
+        .iter()
+        .map(|tenant| (tenant.name().to_owned(), tenant.running_plugin().as_ref().map(plugin_json).unwrap_or(Value::Null)))
+        .collect();
+    let serving = state.tenants.runtime.current();
+    json!({
+        "tenants": state.tenants.names(),
+        "plugin": plugin_json(&PluginInfo::of(&serving)),
+        "running": running,
+    })
+}
 
 async fn status(state: &ApiState, tenant: Arc<Tenant>, lang: Lang) -> Handled {
     let (statuses, plugin) = tenant.status().await.map_err(|e| ApiError::from_call(lang, &e))?;
