@@ -202,7 +202,9 @@ impl SqliteStore {
     /// pending create or update that was never attempted.
     pub fn outbox_coalesce(&self, tenant: &str, database_key: &str, class_name: &str, object_id: &str, payload: &str) -> Result<Option<u64>, StateError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed("begin an outbox transaction"))?;
         let newest = transaction
             .query_row(
                 &format!("SELECT {COLUMNS} FROM outbox AS o WHERE tenant = ?1 AND database_key = ?2 AND class_name = ?3 AND object_id = ?4
@@ -297,7 +299,9 @@ impl SqliteStore {
     /// WIT file.
     pub fn outbox_complete(&self, tenant: &str, deliveries: &[Delivery]) -> Result<(), StateError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed("begin an outbox transaction"))?;
         for delivery in deliveries {
             complete_one(&transaction, tenant, delivery)?;
         }
@@ -347,7 +351,9 @@ impl SqliteStore {
             return Ok(None);
         };
         let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(failed("begin an outbox transaction"))?;
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed("begin an outbox transaction"))?;
         transaction
             .execute("DELETE FROM outbox WHERE tenant = ?1 AND id = ?2", params![tenant, id as i64])
             .map_err(failed(&format!("discard outbox entry {id}")))?;
@@ -474,6 +480,39 @@ mod tests {
             object_id: object_id.into(),
             local_id: Some(format!("local-{object_id}")),
             payload: payload.into(),
+        }
+    }
+
+    /// Two connections to one file stand for the CLI and `serve` sharing a
+    /// state file. Each write transaction must wait for the other's lock
+    /// (`busy_timeout`) instead of failing with "database is locked".
+    #[test]
+    fn two_connections_write_without_lock_errors() {
+        let path = std::env::temp_dir().join(format!("agros-sync-lock-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let location = StateLocation::SqliteFile(path.clone());
+        let writers: Vec<_> = ["cli", "serve"]
+            .into_iter()
+            .map(|tenant| {
+                let store = SqliteStore::open(&location).unwrap();
+                std::thread::spawn(move || {
+                    for n in 0..300 {
+                        let object_id = format!("{tenant}-{n}");
+                        let (id, _, _) = store.outbox_enqueue(tenant, &entry(Operation::Create, &object_id, "{}"), n).unwrap();
+                        store.outbox_coalesce(tenant, "farm", "Plot", &object_id, r#"{"n":1}"#).unwrap();
+                        store.outbox_complete(tenant, &[delivery(id, &object_id, r#"{"n":1}"#)]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("no write failed");
+        }
+        let store = SqliteStore::open(&location).unwrap();
+        assert_eq!(store.outbox_list("cli", None, None, 10).unwrap().len(), 0);
+        assert_eq!(store.outbox_list("serve", None, None, 10).unwrap().len(), 0);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 
