@@ -132,12 +132,23 @@ impl HttpCapability {
     }
 }
 
-/// True when `path` is `prefix` or below it (`/parse`, `/parse/...`, not `/parsex`).
+/// True when `path` is `prefix` or below it (`/parse`, `/parse/...`, not
+/// `/parsex`). A path with a `.` or `..` segment, also percent-encoded
+/// (`%2e%2e`), is never below the prefix: a proxy or server that resolves dot
+/// segments would send it outside the prefix, with the keys attached.
 fn under_prefix(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return false;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return false;
     }
+    !path.split('/').any(is_dot_segment)
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+    decoded == "." || decoded == ".."
 }
 
 /// The `wasi:http` hooks that enforce a tenant's capability.
@@ -276,6 +287,16 @@ databases:
     fn sibling_path_is_denied() {
         assert!(authorize("http://127.0.0.1:1337/parsex/health", None).is_err());
         assert!(authorize("http://127.0.0.1:1337/other", None).is_err());
+    }
+
+    #[test]
+    fn dot_segments_are_denied() {
+        for path in ["/parse/../admin", "/parse/%2e%2e/admin", "/parse/%2E%2e/x", "/parse/./classes/Plot", "/parse/classes/.."] {
+            assert!(authorize(&format!("http://127.0.0.1:1337{path}"), Some("agros-a")).is_err(), "{path}");
+        }
+        // Dots inside a segment and encoded slashes are not dot segments.
+        assert_eq!(authorize("http://127.0.0.1:1337/parse/classes/Plot/a..b", Some("agros-a")).unwrap(), "farm");
+        assert_eq!(authorize("http://127.0.0.1:1337/parse/classes/Plot/..%2F..%2Fx", Some("agros-a")).unwrap(), "farm");
     }
 
     #[test]
