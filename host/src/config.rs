@@ -374,10 +374,16 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
         }
     };
     // Instances are not evicted, so each tenant keeps its pool slot once used.
-    if tenants.len() > limits.max_instances as usize {
+    let pooling = raw.plugin.pooling.unwrap_or(true);
+    if pooling && tenants.len() > limits.max_instances as usize {
         return Err((
             "limits.max_instances".into(),
-            format!("{} is less than the {} configured tenants; each tenant needs one plugin instance", limits.max_instances, tenants.len()),
+            format!(
+                "{} is less than the {} configured tenants, and each tenant keeps one pooled plugin instance; set it to at least {}",
+                limits.max_instances,
+                tenants.len(),
+                tenants.len()
+            ),
         ));
     }
     Ok(Config {
@@ -385,7 +391,7 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
         state,
         plugin_path,
         plugin_cache_dir,
-        pooling: raw.plugin.pooling.unwrap_or(true),
+        pooling,
         watch_plugin: raw.plugin.watch.unwrap_or(true),
         limits,
         tenants,
@@ -424,14 +430,15 @@ fn validate_database(key: String, raw: RawDatabase, prefix: &str) -> Result<Data
 }
 
 fn validate_parse(raw: RawParse, sync: bool, at: &dyn Fn(&str) -> String) -> Result<ParseServer, KeyError> {
-    let server_url = Url::parse(raw.server_url.trim()).map_err(|e| {
-        (at(".parse.server_url"), format!("{:?} is not a URL ({e}); write it like http://127.0.0.1:1337/parse", raw.server_url))
-    })?;
+    // Errors show the URL without any user name or password in it.
+    let shown = redact_userinfo(&raw.server_url);
+    let server_url = Url::parse(raw.server_url.trim())
+        .map_err(|e| (at(".parse.server_url"), format!("{shown:?} is not a URL ({e}); write it like http://127.0.0.1:1337/parse")))?;
     if !matches!(server_url.scheme(), "http" | "https") || server_url.host().is_none() {
-        return Err((at(".parse.server_url"), format!("{:?} must be an http:// or https:// URL with a host", raw.server_url)));
+        return Err((at(".parse.server_url"), format!("{shown:?} must be an http:// or https:// URL with a host")));
     }
-    if server_url.query().is_some() || server_url.fragment().is_some() || !server_url.username().is_empty() {
-        return Err((at(".parse.server_url"), format!("{:?} must not have a query, fragment or user name", raw.server_url)));
+    if server_url.query().is_some() || server_url.fragment().is_some() || !server_url.username().is_empty() || server_url.password().is_some() {
+        return Err((at(".parse.server_url"), format!("{shown:?} must not have a query, fragment, user name or password")));
     }
     if raw.app_id.trim().is_empty() {
         return Err((at(".parse.app_id"), "must not be empty".into()));
@@ -446,6 +453,18 @@ fn validate_parse(raw: RawParse, sync: bool, at: &dyn Fn(&str) -> String) -> Res
         master_key,
         rest_api_key: raw.rest_api_key.filter(|k| !k.0.is_empty()),
     })
+}
+
+/// Replaces the user name and password of a URL-like text with `***`.
+fn redact_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &url[scheme_end + at..]),
+        None => url.to_owned(),
+    }
 }
 
 fn positive(value: Option<u64>, default: u64, key: &str) -> Result<u64, KeyError> {
@@ -468,7 +487,7 @@ fn state_location(url: &str, base_dir: &Path) -> Result<StateLocation, KeyError>
     }
     // TODO: PostgreSQL as the state store (shared outbox across hosts) is not
     // implemented; only SQLite is.
-    Err(("state.url".into(), format!("{url:?} is not supported; use sqlite://PATH or sqlite::memory:")))
+    Err(("state.url".into(), format!("{:?} is not supported; use sqlite://PATH or sqlite::memory:", redact_userinfo(url))))
 }
 
 #[cfg(test)]
@@ -633,6 +652,21 @@ tenants:
         let text = format!("limits:\n  max_instances: 1\n{TWO_TENANTS}");
         let err = parse_with(&text, &[]).unwrap_err();
         assert!(err.to_string().contains("1 is less than the 2 configured tenants"), "{err}");
+        assert!(err.to_string().ends_with("set it to at least 2"), "{err}");
         assert_eq!(invalid_key(err), "limits.max_instances");
+        // Without the pool there are no slots to run out of.
+        let text = format!("plugin:\n  pooling: false\nlimits:\n  max_instances: 1\n{TWO_TENANTS}");
+        assert_eq!(parse_with(&text, &[]).unwrap().tenants.len(), 2);
+    }
+
+    #[test]
+    fn url_password_is_not_shown_in_errors() {
+        let text = MINIMAL.replace("http://127.0.0.1:1337/parse/", "http://agros:pa55word@127.0.0.1:1337/parse");
+        let err = parse_with(&text, &[("MASTER", "m")]).unwrap_err().to_string();
+        assert!(!err.contains("pa55word"), "{err}");
+        assert!(err.contains("http://***@127.0.0.1:1337/parse"), "{err}");
+        let text = MINIMAL.replace("http://127.0.0.1:1337/parse/", "http://agros:pa55word@[bad/parse");
+        let err = parse_with(&text, &[("MASTER", "m")]).unwrap_err().to_string();
+        assert!(!err.contains("pa55word"), "{err}");
     }
 }
