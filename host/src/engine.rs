@@ -40,11 +40,12 @@ const WIT_VERSION: (u64, u64) = (0, 3);
 /// Instances beyond `max_instances` the pool keeps for self-checks and for
 /// the old version's last calls during a swap.
 const SPARE_INSTANCES: u32 = 8;
-/// Core instances, memories and tables one plugin component uses. The guest
-/// built by `wit-component` has one main module plus two small shim modules
-/// that hold indirect-call tables.
+/// Core instances, memories and tables one plugin component may use. A
+/// `wasm32-wasip2` Rust plugin has one main module with one memory plus two
+/// small shim modules that hold indirect-call tables. A plugin that needs
+/// more fails its self-check, and the running version keeps serving.
 const CORE_INSTANCES_PER_PLUGIN: u32 = 8;
-const MEMORIES_PER_PLUGIN: u32 = 2;
+const MEMORIES_PER_PLUGIN: u32 = 1;
 const TABLES_PER_PLUGIN: u32 = 4;
 
 /// Time the self-check calls of a new plugin may take.
@@ -273,7 +274,18 @@ fn new_engine(options: RuntimeOptions) -> anyhow::Result<Engine> {
             .total_stacks(slots);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
-    Engine::new(&config).map_err(|e| anyhow!("{e:?}")).context("failed to create the wasmtime engine")
+    Engine::new(&config).map_err(|e| {
+        let text = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+        if options.pooling {
+            anyhow!(
+                "failed to create the wasmtime engine: {text}; the instance pool reserves address space for limits.max_instances ({}) instances of limits.plugin_memory_bytes ({}) each, so lower them or set plugin.pooling: false",
+                options.max_instances,
+                options.memory_bytes
+            )
+        } else {
+            anyhow!("failed to create the wasmtime engine: {text}")
+        }
+    })
 }
 
 fn round_up_to_page(bytes: usize) -> usize {
@@ -309,9 +321,9 @@ fn read_plugin(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn prepare(engine: &Engine, linker: &Linker<HostState>, cache: Option<&PluginCache>, path: &Path, bytes: &[u8]) -> anyhow::Result<(PluginPre<HostState>, String)> {
     let compiled = match cache {
         Some(cache) => cache.load(engine, bytes).map(|(component, _)| component),
-        None => Component::new(engine, bytes).map_err(|e| anyhow!("{e:?}")),
+        None => Component::new(engine, bytes).map_err(|e| anyhow!("{e:#}")),
     };
-    let component = compiled.with_context(|| format!("failed to compile plugin {}", path.display()))?;
+    let component = compiled.map_err(|e| anyhow!("failed to compile plugin {}: {}", path.display(), compile_error_text(&e)))?;
     check_world(engine, &component).with_context(|| format!("plugin {} does not fit this host", path.display()))?;
     let instance_pre = linker
         .instantiate_pre(&component)
@@ -321,6 +333,18 @@ fn prepare(engine: &Engine, linker: &Linker<HostState>, cache: Option<&PluginCac
         .map_err(|e| anyhow!("{e:#}"))
         .with_context(|| format!("plugin {} does not export {EXPORT_NAME} with the expected functions", path.display()))?;
     Ok((pre, sha256_hex(bytes)))
+}
+
+/// Returns a compile error as one line, with a hint for the common mistake
+/// of building a core module instead of a component. wasmparser's messages
+/// span several lines (a byte array printed one value per line).
+fn compile_error_text(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.contains("with a component parser") {
+        format!("{text}; the file is a core WebAssembly module, not a component: build the plugin with `--target wasm32-wasip2`")
+    } else {
+        text
+    }
 }
 
 /// Checks that the component exports `agros:sync/sync-manager` at a version
@@ -423,6 +447,26 @@ fn start_epoch_ticker(engine: &Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compile(bytes: &[u8]) -> String {
+        let engine = new_engine(RuntimeOptions { pooling: false, max_instances: 1, memory_bytes: 1 << 20 }).unwrap();
+        let error = Component::new(&engine, bytes).map_err(|e| anyhow!("{e:#}")).unwrap_err();
+        compile_error_text(&error)
+    }
+
+    #[test]
+    fn garbage_file_error_is_one_line() {
+        let text = compile(b"not a plugin at all");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("magic header not detected"), "{text}");
+    }
+
+    #[test]
+    fn core_module_error_names_the_target() {
+        let text = compile(b"\0asm\x01\0\0\0");
+        assert!(text.contains("with a component parser"), "{text}");
+        assert!(text.ends_with("build the plugin with `--target wasm32-wasip2`"), "{text}");
+    }
 
     #[test]
     fn same_minor_before_one_is_compatible() {

@@ -57,7 +57,10 @@ impl ErrorReport {
     pub fn from_call(lang: Lang, error: &CallError) -> Self {
         match error {
             CallError::Plugin(e) => Self::from_sync_error(lang, e),
-            CallError::Trap { .. } => Self::new(lang, "plugin-trap", None, format!("{error}; {}", trap_hint(lang))),
+            CallError::Trap { guest_message, .. } => {
+                let hint = if guest_message.contains("memory allocation") { memory_hint(lang) } else { trap_hint(lang) };
+                Self::new(lang, "plugin-trap", None, format!("{error}; {hint}"))
+            }
             CallError::Timeout { .. } => Self::new(lang, "plugin-timeout", None, format!("{error}; {}", timeout_hint(lang))),
             CallError::Instantiate(_) => Self::new(lang, "plugin-unavailable", None, error.to_string()),
         }
@@ -78,8 +81,15 @@ impl ErrorReport {
 
 fn trap_hint(lang: Lang) -> &'static str {
     lang.pick(
-        "the next call starts a fresh instance; if memory ran out, query with --limit or --keys, lower limits.query_page_size or raise limits.plugin_memory_bytes",
-        "la siguiente llamada usa una instancia nueva; si faltó memoria, consulte con --limit o --keys, baje limits.query_page_size o suba limits.plugin_memory_bytes",
+        "writes it had already recorded stay in the outbox; the next call starts a fresh instance",
+        "las escrituras que ya había guardado siguen en la cola; la siguiente llamada usa una instancia nueva",
+    )
+}
+
+fn memory_hint(lang: Lang) -> &'static str {
+    lang.pick(
+        "the plugin ran out of memory and the next call starts a fresh instance; query with --limit or --keys, lower limits.query_page_size or raise limits.plugin_memory_bytes",
+        "el plugin se quedó sin memoria y la siguiente llamada usa una instancia nueva; consulte con --limit o --keys, baje limits.query_page_size o suba limits.plugin_memory_bytes",
     )
 }
 

@@ -54,12 +54,12 @@ impl PluginCache {
             }
         }
 
-        let compiled = engine.precompile_component(bytes).map_err(|e| anyhow!("{e:?}"))?;
+        let compiled = engine.precompile_component(bytes).map_err(|e| anyhow!("{e:#}"))?;
         if let Err(e) = self.store(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "failed to cache the compiled plugin; it will be compiled again next time");
         }
         // SAFETY: `compiled` was produced by `precompile_component` on this engine just now.
-        let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow!("{e:?}"))?;
+        let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow!("{e:#}"))?;
         Ok((component, key))
     }
 

@@ -147,7 +147,10 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         _ => {}
     }
 
-    let runtime = open_runtime(&config, lang)?;
+    // One command runs one instance, so it skips the pool and its up-front
+    // address-space reservation.
+    let options = RuntimeOptions { pooling: false, ..RuntimeOptions::from_config(&config) };
+    let runtime = open_runtime(&config, options, lang)?;
     let tenant = Tenant::new(&name, &config, store, runtime)
         .map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))?;
 
@@ -162,16 +165,16 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
     }
 }
 
-/// Loads the plugin with the engine settings of `config`, using the
-/// compiled-plugin cache.
-fn open_runtime(config: &Config, lang: Lang) -> Result<Arc<PluginRuntime>, Failure> {
+/// Loads the plugin with the engine `options`, using the compiled-plugin
+/// cache.
+fn open_runtime(config: &Config, options: RuntimeOptions, lang: Lang) -> Result<Arc<PluginRuntime>, Failure> {
     let cache = PluginCache::new(config.plugin_cache_dir.clone().unwrap_or_else(PluginCache::default_dir));
-    PluginRuntime::new(&config.plugin_path, RuntimeOptions::from_config(config), Some(cache))
+    PluginRuntime::new(&config.plugin_path, options, Some(cache))
         .map_err(|e| Failure::operation(ErrorReport::new(lang, "plugin-unavailable", None, format!("{e:#}"))))
 }
 
 fn open_tenants(config: &Config, store: SqliteStore, lang: Lang) -> Result<Tenants, Failure> {
-    let runtime = open_runtime(config, lang)?;
+    let runtime = open_runtime(config, RuntimeOptions::from_config(config), lang)?;
     Tenants::new(config, store, runtime).map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))
 }
 
