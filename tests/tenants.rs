@@ -161,3 +161,31 @@ fn cli_logs_name_only_the_own_tenant() {
         assert!(!logs.contains(&secret), "a key is in the log");
     }
 }
+
+#[test]
+fn renamed_tenant_records_are_reported() {
+    let dir = cli_config_dir("tenant-rename", &format!("databases:\n{}", database_yaml("farm", &server_a())));
+    let class = unique_class("RenamedTenant");
+    let synced = run_cli(&dir, "C", &["sync", "farm", &class, r#"{"n":1}"#, "--local-id", "m1"]);
+    assert!(synced.status.success(), "{}", String::from_utf8_lossy(&synced.stderr));
+
+    // The same state file, now with the database under a tenant `north`.
+    let renamed = std::fs::read_to_string(dir.join("config.yaml"))
+        .unwrap()
+        .replace("databases:\n", "tenants:\n  north:\n    databases:\n")
+        .replace("\n  farm:", "\n      farm:")
+        .replace("\n    sync:", "\n        sync:")
+        .replace("\n    parse:", "\n        parse:")
+        .replace("\n      server_url", "\n          server_url")
+        .replace("\n      app_id", "\n          app_id")
+        .replace("\n      master_key", "\n          master_key")
+        .replace("\n      rest_api_key", "\n          rest_api_key");
+    std::fs::write(dir.join("config.yaml"), renamed).unwrap();
+    let status = run_cli(&dir, "C", &["status"]);
+
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(stderr.contains("holds records of tenant \"default\""), "{stderr}");
+    assert!(stderr.contains("local_ids=1"), "{stderr}");
+    assert!(!stderr.contains("tenant \"north\", which"), "{stderr}");
+}

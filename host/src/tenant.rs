@@ -272,6 +272,7 @@ pub struct Tenants {
 
 impl Tenants {
     pub fn new(config: &Config, store: SqliteStore, runtime: Arc<PluginRuntime>) -> anyhow::Result<Self> {
+        warn_about_orphaned_records(config, &store);
         let mut tenants = IndexMap::new();
         for tenant in &config.tenants {
             let created = Tenant::new(&tenant.name, config, store.clone(), runtime.clone())?;
@@ -290,6 +291,31 @@ impl Tenants {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.tenants.values()
+    }
+}
+
+/// Logs a warning for each tenant that has local ids or outbox entries in
+/// `store` but is not in `config`. Renaming a tenant, or moving a file from
+/// `databases:` to `tenants:`, leaves the old name's records behind: its
+/// local ids no longer match, so syncing them again creates new objects.
+pub fn warn_about_orphaned_records(config: &Config, store: &SqliteStore) {
+    let orphaned = match store.tenants_with_records() {
+        Ok(tenants) => tenants,
+        Err(error) => {
+            tracing::warn!("failed to look for records of unconfigured tenants: {error}");
+            return;
+        }
+    };
+    for (name, local_ids, entries) in orphaned {
+        if config.tenant(&name).is_none() {
+            tracing::warn!(
+                tenant = %name,
+                local_ids,
+                outbox_entries = entries,
+                "the state store holds records of tenant {name:?}, which {} does not define; name a tenant {name:?} to keep using them, or new syncs of the same local ids create new objects",
+                config.path.display()
+            );
+        }
     }
 }
 

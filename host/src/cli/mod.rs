@@ -26,7 +26,7 @@ use agros_sync_host::error::{CallError, ErrorReport};
 use agros_sync_host::messages::Lang;
 use agros_sync_host::plugin_cache::PluginCache;
 use agros_sync_host::state::SqliteStore;
-use agros_sync_host::tenant::{Tenant, Tenants};
+use agros_sync_host::tenant::{self, Tenant, Tenants};
 use clap::ArgMatches;
 
 use output::Output;
@@ -139,6 +139,7 @@ async fn dispatch(matches: &ArgMatches, out: &Output) -> Result<(), Failure> {
         return api::reload_remote(args, out).await;
     }
     let name = tenant_name(matches, &config, lang)?;
+    tenant::warn_about_orphaned_records(&config, &store);
 
     // These read and change the state store only; they need no plugin.
     match matches.subcommand() {

@@ -96,6 +96,25 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(failed("list app_config"))
     }
 
+    /// Lists every tenant that has local ids or outbox entries in the store,
+    /// with the number of each, by tenant name.
+    pub fn tenants_with_records(&self) -> Result<Vec<(String, u64, u64)>, StateError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "SELECT tenant, SUM(ids), SUM(entries) FROM (
+                     SELECT tenant, COUNT(*) AS ids, 0 AS entries FROM id_map GROUP BY tenant
+                     UNION ALL
+                     SELECT tenant, 0, COUNT(*) FROM outbox GROUP BY tenant
+                 ) GROUP BY tenant ORDER BY tenant",
+            )
+            .map_err(failed("list the tenants in the store"))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)))
+            .map_err(failed("list the tenants in the store"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("list the tenants in the store"))
+    }
+
     pub fn id_get(&self, tenant: &str, database_key: &str, class_name: &str, local_id: &str) -> Result<Option<IdBinding>, StateError> {
         self.lock()
             .query_row(
