@@ -85,10 +85,10 @@ pub enum Disposition {
 }
 
 /// Classifies a failed send. Transient: network errors, timeouts, 5xx, 408,
-/// 429 and Parse codes 1, 100, 124, 155. Pause: rejected keys (401, 403
-/// without a code, 119, 209) and requests the host's capability denies.
-/// Permanent: everything else, such as 103, 105, 107, 111, 116, 121, 142,
-/// 413 and HTML 4xx pages.
+/// 429 and Parse codes 1, 100, 124, 155. Pause: rejected keys (401 and 403
+/// without a code, 119 with 401 or 403, 209) and requests the host's
+/// capability denies. Permanent: everything else, such as 103, 105, 107, 111,
+/// 116, 119 with 400, 121, 142, 413 and HTML 4xx pages.
 pub fn disposition(error: &SyncError) -> Disposition {
     match error.kind {
         ErrorKind::ServerUnavailable | ErrorKind::StateStore => Disposition::Transient,
@@ -154,12 +154,21 @@ pub fn from_json(text: &str) -> Option<SyncError> {
 /// found, 103 invalid class name, 105 invalid key name, 119 operation
 /// forbidden, 124 timeout, 155 request limit exceeded, 209 invalid session
 /// token (Parse JS SDK `ParseError` constants).
+///
+/// 119 means rejected keys only with HTTP 401 or 403. Parse Server 9 sends
+/// every other 119 with HTTP 400, for requests no key would make work, such
+/// as a query operator the database adapter lacks ("Postgres doesn't support
+/// this query type yet").
+/// NOTE: a read-only master key configured as `master_key` also gets 119
+/// with HTTP 400 on writes, so those writes become dead letters instead of
+/// pausing the database.
 pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
     match code {
         Some(101) => ErrorKind::ObjectNotFound,
         Some(103) => ErrorKind::InvalidClassName,
         Some(105) => ErrorKind::InvalidFieldName,
-        Some(119 | 209) => ErrorKind::Unauthorized,
+        Some(119) if matches!(status, 401 | 403) => ErrorKind::Unauthorized,
+        Some(209) => ErrorKind::Unauthorized,
         Some(1 | 100 | 124 | 155) => ErrorKind::ServerUnavailable,
         Some(_) => ErrorKind::ServerRejected,
         None => match status {
@@ -248,11 +257,11 @@ mod tests {
         for status in [500, 502, 503, 504, 429, 408] {
             assert_eq!(of(status, None), Disposition::Transient, "status {status}");
         }
-        for code in [119, 209] {
-            assert_eq!(of(400, Some(code)), Disposition::Pause, "code {code}");
-        }
+        assert_eq!(of(400, Some(209)), Disposition::Pause);
+        assert_eq!(of(401, Some(119)), Disposition::Pause);
+        assert_eq!(of(403, Some(119)), Disposition::Pause);
         assert_eq!(of(403, None), Disposition::Pause);
-        for code in [103, 105, 107, 111, 116, 121, 137, 142] {
+        for code in [103, 105, 107, 111, 116, 119, 121, 137, 142] {
             assert_eq!(of(400, Some(code)), Disposition::Permanent, "code {code}");
         }
         assert_eq!(of(413, None), Disposition::Permanent);
@@ -266,6 +275,20 @@ mod tests {
         assert_eq!(back.kind, ErrorKind::ServerRejected);
         assert_eq!(back.parse_code, Some(111));
         assert_eq!(back.detail, "schema mismatch");
+    }
+
+    #[test]
+    fn classify_119_by_http_status() {
+        let body = br#"{"code":119,"error":"Postgres doesn't support this query type yet {\"$bogus\":1}"}"#;
+        let unsupported = from_response(400, body, None, "Plot");
+        assert_eq!(unsupported.kind, ErrorKind::ServerRejected);
+        assert_eq!(unsupported.parse_code, Some(119));
+        assert_eq!(disposition(&unsupported), Disposition::Permanent);
+
+        assert_eq!(classify(401, Some(119)), ErrorKind::Unauthorized);
+        assert_eq!(classify(403, Some(119)), ErrorKind::Unauthorized);
+        let in_batch = from_batch_item(&serde_json::json!({ "code": 119, "error": "Permission denied" }), "Plot");
+        assert_eq!(in_batch.kind, ErrorKind::ServerRejected);
     }
 
     #[test]
