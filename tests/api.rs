@@ -55,8 +55,15 @@ struct Server {
 
 impl Server {
     /// Starts `serve` on a free loopback port with the configuration in
-    /// `dir`, the locale `lang` and, when given, a bearer token.
+    /// `dir`, the locale `lang` and, when given, a bearer token. It logs at
+    /// debug level, so a failure shows what the server did.
     fn start(dir: &Path, token: Option<&str>, lang: &str) -> Self {
+        Self::start_with_log(dir, token, lang, Some("info,agros_sync=debug,agros_sync_host=debug"))
+    }
+
+    /// Like [`Server::start`], with `log` as `AGROS_SYNC_LOG`, or without the
+    /// variable (the default `warn` filter) when `log` is `None`.
+    fn start_with_log(dir: &Path, token: Option<&str>, lang: &str, log: Option<&str>) -> Self {
         let mut command = Command::new(target_dir().join("release/agros-sync"));
         command
             .arg("--config")
@@ -65,7 +72,6 @@ impl Server {
             // round; an hour keeps it out of every test.
             .args(["serve", "--listen", "127.0.0.1:0", "--interval", "3600000"])
             .env("LANG", lang)
-            .env("AGROS_SYNC_LOG", "info,agros_sync=debug,agros_sync_host=debug")
             .env_remove("LC_ALL")
             .env_remove("LC_MESSAGES")
             .env_remove("AGROS_SYNC_TENANT")
@@ -74,6 +80,10 @@ impl Server {
         match token {
             Some(token) => command.env("AGROS_SYNC_API_TOKEN", token),
             None => command.env_remove("AGROS_SYNC_API_TOKEN"),
+        };
+        match log {
+            Some(filter) => command.env("AGROS_SYNC_LOG", filter),
+            None => command.env_remove("AGROS_SYNC_LOG"),
         };
         let mut child = command.spawn().expect("agros-sync runs; build it with cargo build --release -p agros-sync-host");
 
@@ -103,6 +113,31 @@ impl Server {
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Waits until the server's stderr contains `needle`, and returns all of
+    /// it.
+    fn wait_for_stderr(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let stderr = self.stderr.lock().unwrap().clone();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            assert!(started.elapsed() < PATIENCE, "stderr never showed {needle:?}:\n{stderr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the tenant's status shows the plugin with `hash`.
+    fn wait_for_plugin_hash(&self, hash: &str) {
+        let started = Instant::now();
+        let mut serving = Value::Null;
+        while serving != json!(hash) && started.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(200));
+            serving = self.get("/v1/tenants/default/status").json()["plugin"]["hash"].clone();
+        }
+        assert_eq!(serving, json!(hash), "the server did not load the new plugin file");
     }
 
     /// Sends a request with the server's token and, for a body, JSON content type.
@@ -262,11 +297,17 @@ fn health_and_openapi_need_no_token() {
     let health = server.send("GET", "/v1/health", &[], None);
     assert_eq!((health.status, health.json()), (200, json!({ "status": "ok" })));
     assert_eq!(health.headers["content-type"], "application/json");
+    let head = server.send("HEAD", "/v1/health", &[], None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.text, "", "a HEAD response has no body");
+    assert_eq!(head.headers["content-type"], "application/json");
+    assert_eq!(head.headers["content-length"], health.text.len().to_string());
 
     let openapi = server.send("GET", "/openapi.json", &[], None);
     assert_eq!(openapi.status, 200);
     let document = openapi.json();
     assert_eq!(document["openapi"], json!("3.1.0"));
+    assert_eq!(document["servers"], json!([{ "url": server.url() }]), "the document names the address serve listens on");
     let mut paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
     paths.sort();
     let expected = [
@@ -405,6 +446,37 @@ fn delete_by_object_id_and_local_id() {
     assert_eq!((both.status, both.code()), (400, "invalid-argument".to_owned()));
     let neither = server.post("/v1/tenants/default/delete", json!({ "database": "farm", "class": class }));
     assert_eq!((neither.status, neither.code()), (400, "invalid-argument".to_owned()));
+    server.stop_and_check_secrets(&[]);
+}
+
+#[test]
+fn blank_ids_are_400_naming_the_field() {
+    let server = Server::start(&farm_dir("api-blank-ids", ""), None, "C");
+    let class = unique_class("ApiBlankId");
+    let existing = server.post("/v1/tenants/default/sync", json!({ "database": "farm", "class": class, "data": { "n": 1 } }));
+    assert_eq!(existing.status, 200, "{}", existing.text);
+
+    let cases = [("delete", "object_id", ""), ("delete", "object_id", "  "), ("delete", "local_id", ""), ("delete", "local_id", "\t"), ("sync", "local_id", ""), ("sync", "local_id", " \n")];
+    for (operation, field, value) in cases {
+        let mut body = json!({ "database": "farm", "class": class });
+        if operation == "sync" {
+            body["data"] = json!({ "n": 2 });
+        }
+        body[field] = json!(value);
+        let rejected = server.post(&format!("/v1/tenants/default/{operation}"), body.clone());
+        assert_eq!((rejected.status, rejected.code()), (400, "invalid-argument".to_owned()), "{operation} {body}");
+        let error = rejected.json()["error"].clone();
+        assert_eq!(error["subject"], json!(field), "{operation} {body}");
+        assert_eq!(error["detail"], json!(format!("\"{field}\" is empty or only whitespace; send a non-blank id")), "{operation} {body}");
+    }
+
+    let body = json!({ "database": "farm", "class": class, "object_id": "" }).to_string();
+    let spanish = server.send("POST", "/v1/tenants/default/delete", &[("Content-Type", "application/json"), ("Accept-Language", "es")], Some(body.as_bytes()));
+    assert_eq!(spanish.json()["error"]["message"], json!("«object_id» está vacío o solo tiene espacios; envíe un id que no esté en blanco"));
+
+    // Nothing reached Parse or the outbox.
+    assert_eq!(server_count(&server_a(), &class), 1);
+    assert_eq!(server.get("/v1/tenants/default/outbox?state=dead").json(), json!({ "entries": [] }));
     server.stop_and_check_secrets(&[]);
 }
 
@@ -636,7 +708,7 @@ fn unknown_tenant_database_route_and_method() {
     let disabled = server.post("/v1/tenants/default/sync", json!({ "database": "archive", "class": "Plot", "data": {} }));
     assert_eq!((disabled.status, disabled.code()), (409, "sync-disabled".to_owned()));
 
-    for (method, path, allow) in [("GET", "/v1/tenants/default/sync", "POST"), ("DELETE", "/v1/health", "GET"), ("POST", "/v1/tenants", "GET"), ("GET", "/v1/reload", "POST")] {
+    for (method, path, allow) in [("GET", "/v1/tenants/default/sync", "POST"), ("DELETE", "/v1/health", "GET, HEAD"), ("POST", "/v1/tenants", "GET"), ("GET", "/v1/reload", "POST")] {
         let rejected = server.send(method, path, &[], None);
         assert_eq!((rejected.status, rejected.code()), (405, "method-not-allowed".to_owned()), "{method} {path}");
         assert_eq!(rejected.headers["allow"], allow);
@@ -654,6 +726,28 @@ fn parse_rejecting_keys_is_502() {
     let rejected = server.post("/v1/tenants/default/query", json!({ "database": "farm", "class": unique_class("ApiKeys") }));
     assert_eq!((rejected.status, rejected.code()), (502, "unauthorized".to_owned()));
     server.stop_and_check_secrets(&[&wrong.master_key]);
+}
+
+/// Parse Server rejects a query operator its Postgres adapter lacks with
+/// code 119 and HTTP 400. The keys are valid, so the error is
+/// `server-rejected`, not `unauthorized`.
+#[test]
+fn unsupported_query_operator_is_422() {
+    let server = Server::start(&farm_dir("api-bogus-operator", ""), None, "C");
+    let class = unique_class("ApiBogus");
+    let synced = server.post("/v1/tenants/default/sync", json!({ "database": "farm", "class": class, "data": { "area": 1.5 } }));
+    assert_eq!(synced.status, 200, "{}", synced.text);
+
+    let rejected = server.post("/v1/tenants/default/query", json!({ "database": "farm", "class": class, "where": { "area": { "$bogus": 1 } } }));
+    assert_eq!((rejected.status, rejected.code()), (422, "server-rejected".to_owned()), "{}", rejected.text);
+    let error = rejected.json()["error"].clone();
+    assert_eq!(error["parse_code"], json!(119));
+    assert_eq!(error["http_status"], json!(400));
+    assert_eq!(error["detail"], json!("Postgres doesn't support this query type yet {\"$bogus\":1}"));
+
+    let status = server.get("/v1/tenants/default/status").json();
+    assert_eq!(status["clients"][0]["paused"], json!(null), "{status}");
+    server.stop_and_check_secrets(&[]);
 }
 
 #[test]
@@ -797,16 +891,111 @@ fn watcher_loads_changed_plugin_file() {
     let new_hash = sha256_hex(&changed);
     replace_file(&plugin, &changed);
 
-    let started = Instant::now();
-    let mut hash = Value::Null;
-    while hash != json!(new_hash) && started.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(200));
-        hash = server.get("/v1/tenants/default/status").json()["plugin"]["hash"].clone();
-    }
-    assert_eq!(hash, json!(new_hash), "the watcher loads the new file");
-    let stderr = server.stderr.lock().unwrap().clone();
-    assert!(stderr.contains(&format!("agros-sync serve: plugin 0.1.0 ({}) loaded from", &new_hash[..12])), "{stderr}");
+    server.wait_for_plugin_hash(&new_hash);
+    server.wait_for_stderr(&format!("agros-sync serve: plugin 0.1.0 ({}) loaded from {}", &new_hash[..12], plugin.display()));
+
+    // A deploy that keeps modification times (`cp -p`, `rsync -t`, tar)
+    // renames in a file of the same size with the old one's mtime.
+    let same_size = with_custom_section(&std::fs::read(plugin_path()).unwrap(), "agros-sync-test", b"WATCH");
+    assert_eq!(same_size.len(), changed.len());
+    let same_size_hash = sha256_hex(&same_size);
+    let old_mtime = std::fs::metadata(&plugin).unwrap().modified().unwrap();
+    let temporary = plugin.with_extension("tmp");
+    std::fs::write(&temporary, &same_size).unwrap();
+    std::fs::File::options().write(true).open(&temporary).unwrap().set_modified(old_mtime).unwrap();
+    std::fs::rename(&temporary, &plugin).unwrap();
+    let replaced = std::fs::metadata(&plugin).unwrap();
+    assert_eq!((replaced.len(), replaced.modified().unwrap()), (changed.len() as u64, old_mtime));
+
+    server.wait_for_plugin_hash(&same_size_hash);
+    server.wait_for_stderr(&format!("agros-sync serve: plugin 0.1.0 ({}) loaded from", &same_size_hash[..12]));
     server.stop_and_check_secrets(&[]);
+}
+
+/// Every reload trigger prints one line at the default log level. A swap
+/// prints the version it loaded, and a rejected file the runtime's error.
+#[test]
+fn reload_triggers_print_one_line_each() {
+    let dir = plugin_copy_dir("reload-lines", false);
+    let server = Server::start_with_log(&dir, None, "C", None);
+    let plugin = dir.join("plugin.wasm");
+    let original = std::fs::read(&plugin).unwrap();
+
+    let by_api = with_custom_section(&original, "agros-sync-test", b"api");
+    replace_file(&plugin, &by_api);
+    let swapped = server.post("/v1/reload", json!({}));
+    assert_eq!(swapped.json()["outcome"], json!("swapped"), "{}", swapped.text);
+    let api_line = format!("agros-sync serve: plugin 0.1.0 ({}) loaded from {}\n", &sha256_hex(&by_api)[..12], plugin.display());
+    server.wait_for_stderr(&api_line);
+
+    let by_hangup = with_custom_section(&original, "agros-sync-test", b"sighup");
+    replace_file(&plugin, &by_hangup);
+    let sent = Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    server.wait_for_plugin_hash(&sha256_hex(&by_hangup));
+    let hangup_line = format!("agros-sync serve: plugin 0.1.0 ({}) loaded from {}\n", &sha256_hex(&by_hangup)[..12], plugin.display());
+    server.wait_for_stderr(&hangup_line);
+
+    replace_file(&plugin, b"\0asm this is no component");
+    let refused = server.post("/v1/reload", json!({}));
+    assert_eq!((refused.status, refused.code()), (422, "reload-failed".to_owned()));
+    let stderr = server.wait_for_stderr("plugin reload refused; the running version keeps serving");
+    assert_eq!(stderr.matches("plugin reload refused").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(" ERROR ").count(), 1, "only the refusal is an error:\n{stderr}");
+    let loaded: Vec<&str> = stderr.lines().filter(|line| line.contains(" loaded from ")).collect();
+    assert_eq!(loaded, vec![api_line.trim_end(), hangup_line.trim_end()], "{stderr}");
+    server.stop_and_check_secrets(&[]);
+}
+
+#[test]
+fn blank_token_stops_serve_at_start() {
+    let dir = farm_dir("api-blank-token", "");
+    let start = |token: &str, lang: &str, json: bool| {
+        let mut command = Command::new(target_dir().join("release/agros-sync"));
+        command.arg("--config").arg(dir.join("config.yaml"));
+        if json {
+            command.arg("--json");
+        }
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("AGROS_SYNC_API_TOKEN", token)
+            .env("LANG", lang)
+            .env_remove("LC_ALL")
+            .env_remove("LC_MESSAGES")
+            .env_remove("AGROS_SYNC_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        // A serve that started would run until killed.
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > PATIENCE {
+                let _ = child.kill();
+                panic!("serve started with AGROS_SYNC_API_TOKEN={token:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+
+    let detail = "AGROS_SYNC_API_TOKEN is set but empty or only whitespace; unset it to run the API without a token, or set it to the token that requests must send";
+    for token in ["", " ", "\t \n"] {
+        let output = start(token, "C", true);
+        assert_eq!(output.status.code(), Some(2), "token {token:?}");
+        let error = stdout_json(&output)["error"].clone();
+        assert_eq!(error["code"], json!("invalid-argument"), "token {token:?}");
+        assert_eq!(error["subject"], json!("AGROS_SYNC_API_TOKEN"), "token {token:?}");
+        assert_eq!(error["detail"], json!(detail), "token {token:?}");
+        assert_eq!(error["message"], json!(detail), "token {token:?}");
+        assert!(!String::from_utf8_lossy(&output.stderr).contains("listening on"), "token {token:?}");
+    }
+
+    let spanish = start("", "es_ES.UTF-8", false);
+    assert_eq!(spanish.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&spanish.stderr),
+        "error: AGROS_SYNC_API_TOKEN está definida pero vacía o solo tiene espacios; quítela para servir la API sin token, o póngale el token que deben enviar las peticiones\n"
+    );
 }
 
 #[test]

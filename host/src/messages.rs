@@ -107,3 +107,21 @@ pub fn server_error_message(lang: Lang, code: &str, subject: &str, detail: &str,
         (Lang::Es, _) => format!("el servidor Parse rechazó la petición sobre «{subject}»: {detail}{codes}; corrija los datos o el esquema de la clase"),
     }
 }
+
+/// Builds the message for an `AGROS_SYNC_API_TOKEN` that is set but empty or
+/// only whitespace, which `agros-sync serve` rejects at start.
+pub fn blank_api_token_message(lang: Lang, variable: &str) -> String {
+    match lang {
+        Lang::En => format!("{variable} is set but empty or only whitespace; unset it to run the API without a token, or set it to the token that requests must send"),
+        Lang::Es => format!("{variable} está definida pero vacía o solo tiene espacios; quítela para servir la API sin token, o póngale el token que deben enviar las peticiones"),
+    }
+}
+
+/// Builds the message for an id field of a request (`object_id`,
+/// `local_id`) that is present but empty or only whitespace.
+pub fn blank_id_field_message(lang: Lang, field: &str) -> String {
+    match lang {
+        Lang::En => format!("\"{field}\" is empty or only whitespace; send a non-blank id"),
+        Lang::Es => format!("«{field}» está vacío o solo tiene espacios; envíe un id que no esté en blanco"),
+    }
+}

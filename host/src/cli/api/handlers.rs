@@ -2,13 +2,14 @@
 //! store operation as the matching CLI command and returns the same JSON as
 //! that command's `--json` output.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use agros_sync_host::bindings::{ObjectRef, QueryOptions, SyncStatus};
 use agros_sync_host::engine::ReloadOutcome;
 use agros_sync_host::error::ErrorReport;
 use agros_sync_host::json::{flush_report_json, outbox_entry_json, plugin_json, sync_outcome_json, tenant_status_json};
-use agros_sync_host::messages::Lang;
+use agros_sync_host::messages::{blank_id_field_message, Lang};
 use agros_sync_host::state::EntryState;
 use agros_sync_host::tenant::{PluginInfo, Tenant};
 use hyper::body::Incoming;
@@ -22,8 +23,10 @@ use super::response::{ApiError, Reply};
 use super::routes::{Endpoint, Found};
 use super::ApiState;
 use crate::cli::outbox::{discard_entries, entry_not_found, flush_until_idle, retry_dead_letters, state_error, DeadLetters};
+use crate::cli::serve::print_reload_result;
 
-/// The OpenAPI description of every route, served at `GET /openapi.json`.
+/// The OpenAPI description of every route. `GET /openapi.json` serves it
+/// with `servers` changed by [`openapi_for`].
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Entries `GET /outbox` lists when the request sets no `limit`, as
@@ -38,7 +41,7 @@ pub async fn dispatch(state: &ApiState, request: Request<Incoming>, found: &Foun
     let tenant = || tenant(state, found.tenant.unwrap_or_default(), lang);
     match found.route.endpoint {
         Endpoint::Health => Ok(Reply::ok(json!({ "status": "ok" }))),
-        Endpoint::OpenApi => Ok(Reply::json_text(OPENAPI)),
+        Endpoint::OpenApi => Ok(Reply::json_bytes(state.openapi.clone())),
         Endpoint::Tenants => Ok(Reply::ok(tenants(state))),
         Endpoint::Status => status(state, tenant()?, lang).await,
         Endpoint::Sync => sync(tenant()?, read_json(request, state.max_body_bytes, lang).await?, lang).await,
@@ -54,6 +57,17 @@ pub async fn dispatch(state: &ApiState, request: Request<Incoming>, found: &Foun
             reload(state, lang).await
         }
     }
+}
+
+/// Returns [`OPENAPI`] with its one server set to `address`, where `serve`
+/// listens. A wildcard address (`0.0.0.0`, `::`) is no URL a client can use,
+/// so the server is then `/`, which OpenAPI resolves against the URL the
+/// document was fetched from.
+pub fn openapi_for(address: SocketAddr) -> String {
+    let mut document: Value = serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON; a unit test checks it");
+    let url = if address.ip().is_unspecified() { "/".to_owned() } else { format!("http://{address}") };
+    document["servers"] = json!([{ "url": url }]);
+    document.to_string()
 }
 
 fn tenant(state: &ApiState, name: &str, lang: Lang) -> Result<Arc<Tenant>, ApiError> {
@@ -106,6 +120,9 @@ struct SyncRequest {
 }
 
 async fn sync(tenant: Arc<Tenant>, request: SyncRequest, lang: Lang) -> Handled {
+    if let Some(local_id) = &request.local_id {
+        reject_blank_id("local_id", local_id, lang)?;
+    }
     let outcome = tenant
         .sync_object(&request.database, &request.class, request.data.get(), request.local_id.as_deref())
         .await
@@ -132,8 +149,14 @@ struct DeleteRequest {
 
 async fn delete(tenant: Arc<Tenant>, request: DeleteRequest, lang: Lang) -> Handled {
     let target = match (request.object_id, request.local_id) {
-        (Some(object_id), None) => ObjectRef::ObjectId(object_id),
-        (None, Some(local_id)) => ObjectRef::LocalId(local_id),
+        (Some(object_id), None) => {
+            reject_blank_id("object_id", &object_id, lang)?;
+            ObjectRef::ObjectId(object_id)
+        }
+        (None, Some(local_id)) => {
+            reject_blank_id("local_id", &local_id, lang)?;
+            ObjectRef::LocalId(local_id)
+        }
         _ => {
             let detail = "a delete names its object with exactly one of object_id and local_id".to_owned();
             return Err(ApiError::new(lang, "invalid-argument", None, detail));
@@ -144,6 +167,18 @@ async fn delete(tenant: Arc<Tenant>, request: DeleteRequest, lang: Lang) -> Hand
         .await
         .map_err(|e| ApiError::from_call(lang, &e))?;
     Ok(Reply::with_status(write_status(outcome.status), sync_outcome_json(&outcome)))
+}
+
+/// Rejects an id that is empty or only whitespace. An empty `object_id`
+/// would make the delete URL `/classes/{class}/`, for which Parse Server
+/// returns an HTML 404 page.
+fn reject_blank_id(field: &str, value: &str, lang: Lang) -> Result<(), ApiError> {
+    if !value.trim().is_empty() {
+        return Ok(());
+    }
+    let mut report = ErrorReport::new(lang, "invalid-argument", Some(field.to_owned()), blank_id_field_message(Lang::En, field));
+    report.message = blank_id_field_message(lang, field);
+    Err(ApiError::from_report(report))
 }
 
 #[derive(Deserialize)]
@@ -283,7 +318,9 @@ async fn outbox_discard(tenant: Arc<Tenant>, request: DiscardRequest, lang: Lang
 
 async fn reload(state: &ApiState, lang: Lang) -> Handled {
     let runtime = &state.tenants.runtime;
-    match runtime.reload().await {
+    let result = runtime.reload().await;
+    print_reload_result(runtime, &result, state.lang);
+    match result {
         Ok(ReloadOutcome::Swapped { from_hash, to_hash, version }) => {
             Ok(Reply::ok(json!({ "outcome": "swapped", "hash": to_hash, "version": version, "previous_hash": from_hash })))
         }
@@ -310,5 +347,23 @@ async fn blocking<T: Send + 'static>(lang: Lang, operation: impl FnOnce() -> Res
     match tokio::task::spawn_blocking(operation).await {
         Ok(result) => result.map_err(ApiError::from_report),
         Err(error) => Err(ApiError::new(lang, "internal", None, format!("the state store task failed: {error}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(address: &str) -> Value {
+        let document: Value = serde_json::from_str(&openapi_for(address.parse().unwrap())).unwrap();
+        document["servers"].clone()
+    }
+
+    #[test]
+    fn openapi_servers_name_listening_address() {
+        assert_eq!(servers("127.0.0.1:40123"), json!([{ "url": "http://127.0.0.1:40123" }]));
+        assert_eq!(servers("[::1]:8970"), json!([{ "url": "http://[::1]:8970" }]));
+        assert_eq!(servers("0.0.0.0:8970"), json!([{ "url": "/" }]));
+        assert_eq!(servers("[::]:8970"), json!([{ "url": "/" }]));
     }
 }

@@ -4,8 +4,9 @@
 //! served at `GET /openapi.json`.
 //!
 //! Trust boundary: when `AGROS_SYNC_API_TOKEN` is set, every route except
-//! `GET /v1/health` and `GET /openapi.json` needs `Authorization: Bearer
-//! <token>`. The token is compared in constant time and is never logged or
+//! `GET` and `HEAD /v1/health` and `GET /openapi.json` needs `Authorization:
+//! Bearer <token>`. `serve` refuses to start when the variable is set but
+//! blank. The token is compared in constant time and is never logged or
 //! returned. A request body may hold at most `ApiState::max_body_bytes`: a
 //! larger `Content-Length` is rejected before the body is read, and a body
 //! without one is cut off once it passes the limit.
@@ -22,6 +23,7 @@ mod routes;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,16 @@ pub struct ApiState {
     /// The bearer token requests must carry, when one is set.
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// `openapi.json` with `servers` set to the address the listener is
+    /// bound to, served at `GET /openapi.json`.
+    openapi: Bytes,
+}
+
+impl ApiState {
+    pub fn new(tenants: Arc<Tenants>, lang: Lang, token: Option<String>, max_body_bytes: usize, address: SocketAddr) -> Self {
+        let openapi = Bytes::from(handlers::openapi_for(address));
+        Self { tenants, lang, token, max_body_bytes, openapi }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes. Then it stops

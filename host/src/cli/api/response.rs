@@ -25,8 +25,8 @@ impl Reply {
     }
 
     /// Builds a 200 reply from JSON text that is already serialized.
-    pub fn json_text(text: &'static str) -> Self {
-        Self { status: StatusCode::OK, body: Bytes::from_static(text.as_bytes()) }
+    pub fn json_bytes(body: Bytes) -> Self {
+        Self { status: StatusCode::OK, body }
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {

@@ -39,6 +39,9 @@ const fn route(method: &'static str, template: &'static str, endpoint: Endpoint)
 
 pub const ROUTES: &[Route] = &[
     Route { method: "GET", template: "/v1/health", endpoint: Endpoint::Health, public: true },
+    // Load balancers often probe with HEAD. hyper sends the GET response's
+    // headers and drops its body.
+    Route { method: "HEAD", template: "/v1/health", endpoint: Endpoint::Health, public: true },
     Route { method: "GET", template: "/openapi.json", endpoint: Endpoint::OpenApi, public: true },
     route("GET", "/v1/tenants", Endpoint::Tenants),
     route("GET", "/v1/tenants/{tenant}/status", Endpoint::Status),
@@ -166,8 +169,17 @@ mod tests {
     #[test]
     fn wrong_method_lists_allowed_ones() {
         match match_route(&Method::DELETE, "/v1/health") {
-            RouteMatch::MethodNotAllowed { allow, public } => assert_eq!((allow, public), (vec!["GET"], true)),
+            RouteMatch::MethodNotAllowed { allow, public } => assert_eq!((allow, public), (vec!["GET", "HEAD"], true)),
             other => panic!("DELETE /v1/health matched {other:?}"),
+        }
+    }
+
+    #[test]
+    fn head_reaches_health_only() {
+        assert_eq!(found(Method::HEAD, "/v1/health"), (Endpoint::Health, None, None));
+        match match_route(&Method::HEAD, "/v1/tenants") {
+            RouteMatch::MethodNotAllowed { allow, .. } => assert_eq!(allow, vec!["GET"]),
+            other => panic!("HEAD /v1/tenants matched {other:?}"),
         }
     }
 
