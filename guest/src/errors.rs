@@ -50,7 +50,7 @@ pub fn from_response(status: u16, body: &[u8], retry_after: Option<u32>, subject
         .unwrap_or_else(|| summarize_body(body));
 
     SyncError {
-        kind: classify(status, code),
+        kind: classify_message(status, code, &message),
         subject: Some(subject.to_owned()),
         detail: message,
         parse_code: code,
@@ -64,7 +64,7 @@ pub fn from_batch_item(error: &serde_json::Value, subject: &str) -> SyncError {
     let code = error.get("code").and_then(|c| c.as_i64()).map(|c| c as i32);
     let message = error.get("error").or_else(|| error.get("message")).and_then(|m| m.as_str()).unwrap_or("batch item failed");
     SyncError {
-        kind: classify(400, code),
+        kind: classify_message(400, code, message),
         subject: Some(subject.to_owned()),
         detail: message.to_owned(),
         parse_code: code,
@@ -159,9 +159,9 @@ pub fn from_json(text: &str) -> Option<SyncError> {
 /// every other 119 with HTTP 400, for requests no key would make work, such
 /// as a query operator the database adapter lacks ("Postgres doesn't support
 /// this query type yet").
-/// NOTE: a read-only master key configured as `master_key` also gets 119
-/// with HTTP 400 on writes, so those writes become dead letters instead of
-/// pausing the database.
+/// A read-only master key configured as `master_key` also gets 119 with
+/// HTTP 400 on writes; [`classify_message`] tells that case apart by its
+/// message.
 pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
     match code {
         Some(101) => ErrorKind::ObjectNotFound,
@@ -177,6 +177,20 @@ pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
             408 | 429 | 500..=599 => ErrorKind::ServerUnavailable,
             _ => ErrorKind::ServerRejected,
         },
+    }
+}
+
+/// Like [`classify`], and also counts a 119 whose message names the master
+/// key as rejected keys. Parse Server 9 answers a write made with the
+/// read-only master key with "read-only masterKey isn't allowed to perform
+/// the create operation." (HTTP 400), which the operator fixes in the
+/// configuration, so the database pauses instead of dead-lettering writes.
+pub fn classify_message(status: u16, code: Option<i32>, message: &str) -> ErrorKind {
+    let names_master_key = message.to_ascii_lowercase().replace(' ', "").contains("masterkey");
+    if code == Some(119) && names_master_key {
+        ErrorKind::Unauthorized
+    } else {
+        classify(status, code)
     }
 }
 
@@ -275,6 +289,16 @@ mod tests {
         assert_eq!(back.kind, ErrorKind::ServerRejected);
         assert_eq!(back.parse_code, Some(111));
         assert_eq!(back.detail, "schema mismatch");
+    }
+
+    #[test]
+    fn read_only_master_key_is_unauthorized() {
+        let body = br#"{"code":119,"error":"read-only masterKey isn't allowed to perform the create operation."}"#;
+        assert_eq!(from_response(400, body, None, "Plot").kind, ErrorKind::Unauthorized);
+        let item = serde_json::json!({ "code": 119, "error": "read-only masterKey isn't allowed to perform the update operation." });
+        assert_eq!(from_batch_item(&item, "Plot").kind, ErrorKind::Unauthorized);
+        let other = serde_json::json!({ "code": 119, "error": "Permission denied for action create on class Plot." });
+        assert_eq!(from_batch_item(&other, "Plot").kind, ErrorKind::ServerRejected);
     }
 
     #[test]
