@@ -131,11 +131,15 @@ fn cli_needs_tenant_when_several() {
     let missing = run_cli(&dir, "C", &["--json", "status"]);
     assert_eq!(missing.status.code(), Some(2));
     assert_eq!(stdout_json(&missing)["error"]["code"], json!("tenant-required"));
+    let spanish = run_cli(&dir, "es_ES.UTF-8", &["--json", "status"]);
+    let message = stdout_json(&spanish)["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.ends_with("define varios tenants (north, south); elija uno con --tenant o AGROS_SYNC_TENANT"), "{message}");
 
     let unknown = run_cli(&dir, "es_ES.UTF-8", &["--tenant", "west", "status"]);
     assert_eq!(unknown.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&unknown.stderr);
-    assert!(stderr.contains("tenant desconocido «west»"), "{stderr}");
+    assert!(stderr.contains("el tenant «west» no está en"), "{stderr}");
+    assert!(stderr.contains("tenants configurados: north, south"), "{stderr}");
 }
 
 #[test]

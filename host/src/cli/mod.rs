@@ -183,22 +183,29 @@ fn open_tenants(config: &Config, store: SqliteStore, lang: Lang) -> Result<Tenan
 /// only tenant the file defines.
 fn tenant_name(matches: &ArgMatches, config: &Config, lang: Lang) -> Result<String, Failure> {
     let known = config.tenant_names().join(", ");
-    match matches.get_one::<String>("tenant") {
-        Some(name) if config.tenant(name).is_some() => Ok(name.clone()),
-        Some(name) => Err(Failure::usage(
-            lang,
+    let file = config.path.display();
+    let (code, subject, detail, spanish) = match matches.get_one::<String>("tenant") {
+        Some(name) if config.tenant(name).is_some() => return Ok(name.clone()),
+        None if config.tenants.len() == 1 => return Ok(config.tenants[0].name.clone()),
+        Some(name) => (
             "unknown-tenant",
             Some(name.clone()),
-            format!("tenant {name:?} is not in {}; known tenants: {known}", config.path.display()),
-        )),
-        None if config.tenants.len() == 1 => Ok(config.tenants[0].name.clone()),
-        None => Err(Failure::usage(
-            lang,
+            format!("tenant {name:?} is not in {file}; known tenants: {known}"),
+            format!("el tenant «{name}» no está en {file}; tenants configurados: {known}"),
+        ),
+        None => (
             "tenant-required",
             None,
-            format!("{} defines several tenants ({known}); pick one with --tenant or AGROS_SYNC_TENANT", config.path.display()),
-        )),
+            format!("{file} defines several tenants ({known}); pick one with --tenant or AGROS_SYNC_TENANT"),
+            format!("{file} define varios tenants ({known}); elija uno con --tenant o AGROS_SYNC_TENANT"),
+        ),
+    };
+    let mut failure = Failure::usage(lang, code, subject, detail);
+    // The generic Spanish text cannot name the file or the tenants.
+    if lang == Lang::Es {
+        failure.report.message = spanish;
     }
+    Err(failure)
 }
 
 fn text<'a>(args: &'a ArgMatches, name: &str) -> &'a str {
