@@ -193,3 +193,43 @@ fn renamed_tenant_records_are_reported() {
     assert!(stderr.contains("local_ids=1"), "{stderr}");
     assert!(!stderr.contains("tenant \"north\", which"), "{stderr}");
 }
+
+#[test]
+fn serve_flushes_every_tenant() {
+    let (proxy_a, through_a) = proxied(&server_a());
+    let (proxy_b, through_b) = proxied(&server_b());
+    let yaml = format!(
+        "tenants:\n  north:\n    databases:\n{}  south:\n    databases:\n{}",
+        under_tenant(&database_yaml("farm", &through_a)),
+        under_tenant(&database_yaml("farm", &through_b)),
+    );
+    let dir = cli_config_dir("tenant-serve", &yaml);
+    let class = unique_class("ServeTenants");
+
+    proxy_a.set_down(true);
+    proxy_b.set_down(true);
+    for tenant in ["north", "south"] {
+        let queued = stdout_json(&run_cli(&dir, "C", &["--json", "--tenant", tenant, "sync", "farm", &class, r#"{"n":1}"#]));
+        assert_eq!(queued["status"], json!("queued"), "{tenant}");
+    }
+    proxy_a.set_down(false);
+    proxy_b.set_down(false);
+    let mut serve = std::process::Command::new(target_dir().join("release/agros-sync"))
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--interval", "100"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let delivered = || server_count(&server_a(), &class) + server_count(&server_b(), &class);
+    while delivered() < 2 && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    assert_eq!(server_count(&server_a(), &class), 1, "north's write reached app A");
+    assert_eq!(server_count(&server_b(), &class), 1, "south's write reached app B");
+}

@@ -38,7 +38,7 @@ pub async fn run(config: &Config, tenants: Tenants, args: &ArgMatches, out: &Out
 
     let tenants = Arc::new(tenants);
     let runtime = tenants.runtime.clone();
-    let flusher = tokio::spawn(flush_forever(tenants.clone(), interval));
+    let flushers: Vec<_> = tenants.iter().map(|tenant| tokio::spawn(flush_forever(tenant.clone(), interval))).collect();
     let watcher = config.watch_plugin.then(|| tokio::spawn(watch_plugin(runtime.clone(), lang)));
     let hangup = tokio::spawn(reload_on_hangup(runtime.clone(), lang));
 
@@ -60,7 +60,9 @@ pub async fn run(config: &Config, tenants: Tenants, args: &ArgMatches, out: &Out
     let state = Arc::new(ApiState::new(tenants.clone(), lang, token, max_body_bytes, address));
     let served = api::serve(listener, state, shutdown_signal()).await;
 
-    flusher.abort();
+    for flusher in &flushers {
+        flusher.abort();
+    }
     hangup.abort();
     if let Some(watcher) = watcher {
         watcher.abort();
@@ -90,32 +92,31 @@ fn api_token(lang: Lang) -> Result<Option<String>, Failure> {
     Ok(Some(value))
 }
 
-/// Calls `flush` on every tenant that has due entries, every `interval`.
-async fn flush_forever(tenants: Arc<Tenants>, interval: Duration) {
-    let mut failures_in_a_row = vec![0u32; tenants.names().len()];
+/// Calls `flush` on `tenant` whenever it has due entries, checking every
+/// `interval`. Each tenant has its own flusher task, so a slow Parse server of
+/// one tenant does not delay the others' deliveries.
+async fn flush_forever(tenant: Arc<Tenant>, interval: Duration) {
+    let name = tenant.name().to_owned();
+    let mut failures_in_a_row = 0u32;
     loop {
         tokio::time::sleep(interval).await;
-        for (index, tenant) in tenants.iter().enumerate() {
-            if !has_due_entries(tenant) {
-                continue;
-            }
-            let name = tenant.name();
-            match tenant.flush(None, FLUSH_BUDGET, false).await {
-                Ok(report) => {
-                    failures_in_a_row[index] = 0;
-                    if report.delivered + report.dead_lettered + report.retried > 0 {
-                        tracing::info!(tenant = %name, delivered = report.delivered, retried = report.retried, dead_lettered = report.dead_lettered, pending = report.pending, "flushed");
-                    }
+        if !has_due_entries(&tenant) {
+            continue;
+        }
+        match tenant.flush(None, FLUSH_BUDGET, false).await {
+            Ok(report) => {
+                failures_in_a_row = 0;
+                if report.delivered + report.dead_lettered + report.retried > 0 {
+                    tracing::info!(tenant = %name, delivered = report.delivered, retried = report.retried, dead_lettered = report.dead_lettered, pending = report.pending, "flushed");
                 }
-                Err(error) => {
-                    // Logged once per run of failures, then every 60th, so a
-                    // broken plugin does not flood the log.
-                    failures_in_a_row[index] += 1;
-                    let count = failures_in_a_row[index];
-                    if count == 1 || count % 60 == 0 {
-                        let report = ErrorReport::from_call(Lang::En, &error);
-                        tracing::error!(tenant = %name, failures_in_a_row = count, code = %report.code, "flush failed: {}", report.detail);
-                    }
+            }
+            Err(error) => {
+                // Logged once per run of failures, then every 60th, so a
+                // broken plugin does not flood the log.
+                failures_in_a_row += 1;
+                if failures_in_a_row == 1 || failures_in_a_row % 60 == 0 {
+                    let report = ErrorReport::from_call(Lang::En, &error);
+                    tracing::error!(tenant = %name, failures_in_a_row, code = %report.code, "flush failed: {}", report.detail);
                 }
             }
         }
