@@ -638,7 +638,7 @@ async fn reload_latency(scratch: &Path) {
 /// latency under the phase it started in.
 async fn call_status_until_stopped(tenant: Arc<Tenant>, control: Arc<CallerControl>) -> CallerLatencies {
     let mut latencies = CallerLatencies::default();
-    let mut hash = tenant.plugin_info().await.hash;
+    let mut hash = tenant.plugin_info().hash;
     loop {
         let phase = control.phase.load(Ordering::Relaxed);
         if phase == PHASE_STOP {

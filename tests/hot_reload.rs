@@ -148,7 +148,7 @@ async fn swaps_under_load_lose_no_write() {
         let data = json!({ "key": local_id }).to_string();
         tenant.sync_object("farm", &class, &data, Some(&local_id)).await.expect("a call after the last swap succeeds");
         expected.push(local_id);
-        assert_eq!(tenant.plugin_info().await.hash, serving, "tenant {name} runs the last version");
+        assert_eq!(tenant.plugin_info().hash, serving, "tenant {name} runs the last version");
         // Sends any write that was queued instead of synced, before counting.
         let report = flush_all(tenant).await;
         assert_eq!(report.pending, 0, "tenant {name} left writes pending: {report:?}");

@@ -144,12 +144,9 @@ impl Tenant {
     }
 
     /// The version this tenant's live instance runs, or the one its next call
-    /// will start when it has none.
-    pub async fn plugin_info(&self) -> PluginInfo {
-        match self.instance.lock().await.as_ref() {
-            Some(instance) => PluginInfo::of(&instance.version),
-            None => PluginInfo::of(&self.runtime.current()),
-        }
+    /// will start when it has none. Does not wait for a call in progress.
+    pub fn plugin_info(&self) -> PluginInfo {
+        self.running_plugin().unwrap_or_else(|| PluginInfo::of(&self.runtime.current()))
     }
 
     /// The version of the live instance, or `None` when the tenant has none
