@@ -160,7 +160,7 @@ pub fn from_json(text: &str) -> Option<SyncError> {
 /// as a query operator the database adapter lacks ("Postgres doesn't support
 /// this query type yet").
 /// A read-only master key configured as `master_key` also gets 119 with
-/// HTTP 400 on writes; [`classify_message`] tells that case apart by its
+/// HTTP 400 on writes; [`classify_message`] separates that case by its
 /// message.
 pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
     match code {
@@ -181,7 +181,7 @@ pub fn classify(status: u16, code: Option<i32>) -> ErrorKind {
 }
 
 /// Like [`classify`], and also counts a 119 whose message names the master
-/// key as rejected keys. Parse Server 9 answers a write made with the
+/// key as rejected keys. Parse Server 9 rejects a write made with the
 /// read-only master key with "read-only masterKey isn't allowed to perform
 /// the create operation." (HTTP 400), which the operator fixes in the
 /// configuration, so the database pauses instead of dead-lettering writes.

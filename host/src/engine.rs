@@ -51,7 +51,7 @@ const TABLES_PER_PLUGIN: u32 = 4;
 /// Time the self-check calls of a new plugin may take.
 const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How the engine allocates instances.
+/// Instance allocation settings of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Pre-allocate instance slots (the pooling allocator) instead of mapping
@@ -84,7 +84,7 @@ pub struct PluginVersion {
     pub pre: PluginPre<HostState>,
     /// SHA-256 of the component file, in hex.
     pub hash: String,
-    /// What the plugin's `plugin-version` export returned.
+    /// The version string the plugin's `plugin-version` export returned.
     pub version: String,
     pub path: PathBuf,
     /// When this version started serving, in Unix milliseconds.
@@ -100,7 +100,7 @@ pub struct ReloadFailure {
     pub at: u64,
 }
 
-/// What [`PluginRuntime::reload`] did.
+/// The result of [`PluginRuntime::reload`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// The new file is serving now.

@@ -154,7 +154,7 @@ async fn watch_plugin(runtime: Arc<PluginRuntime>, lang: Lang) {
             continue;
         }
         if stamp != candidate {
-            // Changed since the last look: wait until it holds still.
+            // Changed since the last look: wait until it stays unchanged.
             candidate = stamp;
             continue;
         }
