@@ -999,6 +999,43 @@ fn blank_token_stops_serve_at_start() {
 }
 
 #[test]
+fn second_sigterm_stops_without_waiting() {
+    let mut server = Server::start(&farm_dir("api-second-signal", ""), None, "C");
+    let mut stream = server.connect();
+    let head = format!(
+        "POST /v1/tenants/default/sync HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The handler waits for a body that never comes, for up to 60 s.
+    let mut interim = vec![0; b"HTTP/1.1 100 Continue\r\n\r\n".len()];
+    stream.read_exact(&mut interim).unwrap();
+    terminate(&server.child);
+    let started = Instant::now();
+    while TcpStream::connect(server.addr).is_ok() && started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.child.try_wait().unwrap(), None, "the first SIGTERM waits for the open request");
+
+    terminate(&server.child);
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break Some(exit);
+        }
+        // Well inside the 60 s the open request may wait for its body, so
+        // only the second signal can have ended the process by then.
+        if started.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let exit = exit.expect("the second SIGTERM stops serve before the open request's body timeout");
+    assert!(exit.success(), "{exit:?}");
+    drop(stream);
+}
+
+#[test]
 fn sigterm_lets_request_in_flight_finish() {
     let mut server = Server::start(&farm_dir("api-shutdown", ""), None, "C");
     let class = unique_class("ApiShutdown");

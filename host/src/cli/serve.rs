@@ -58,7 +58,7 @@ pub async fn run(config: &Config, tenants: Tenants, args: &ArgMatches, out: &Out
 
     let max_body_bytes = config.limits.max_object_bytes as usize + api::BODY_OVERHEAD_BYTES;
     let state = Arc::new(ApiState::new(tenants.clone(), lang, token, max_body_bytes, address));
-    let served = api::serve(listener, state, shutdown_signal()).await;
+    let served = api::serve(listener, state, shutdown_signal).await;
 
     for flusher in &flushers {
         flusher.abort();

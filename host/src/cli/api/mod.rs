@@ -75,19 +75,21 @@ impl ApiState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes. Then it stops
-/// accepting connections, closes idle ones and waits for the requests in
-/// flight to finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Serves the API on `listener` until the future `shutdown()` returns
+/// completes. Then it stops accepting connections, closes idle ones and
+/// waits for the requests in flight to finish, unless a second `shutdown()`
+/// completes first.
+pub async fn serve<F: Future<Output = ()>>(listener: tokio::net::TcpListener, state: Arc<ApiState>, shutdown: impl Fn() -> F) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    tokio::pin!(shutdown);
+    let first_signal = shutdown();
+    tokio::pin!(first_signal);
 
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
+            () = &mut first_signal => break,
         };
         let (stream, peer) = match accepted {
             Ok(connection) => connection,
@@ -108,12 +110,15 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ApiState>, shut
     }
 
     drop(listener);
-    tracing::info!(connections = graceful.count(), "HTTP API stopped accepting; waiting for requests in flight");
-    // NOTE: there is no overall bound. Header and body reads have their
-    // timeouts and plugin calls their call timeout, but a client that stops
-    // reading its response keeps the process waiting until it is killed.
-    graceful.shutdown().await;
-    tracing::info!("HTTP API stopped");
+    let open = graceful.count();
+    tracing::info!(connections = open, "HTTP API stopped accepting; waiting for requests in flight (signal again to stop now)");
+    // Header and body reads have their timeouts and plugin calls their call
+    // timeout, but a client that stops reading its response would hold the
+    // wait, so a second signal ends it.
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("HTTP API stopped"),
+        () = shutdown() => tracing::warn!(connections = open, "second stop signal: HTTP API stopped without waiting for requests in flight"),
+    }
     Ok(())
 }
 
