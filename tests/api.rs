@@ -939,8 +939,8 @@ fn reload_triggers_print_one_line_each() {
     replace_file(&plugin, b"\0asm this is no component");
     let refused = server.post("/v1/reload", json!({}));
     assert_eq!((refused.status, refused.code()), (422, "reload-failed".to_owned()));
-    let stderr = server.wait_for_stderr("plugin reload refused; the running version keeps serving");
-    assert_eq!(stderr.matches("plugin reload refused").count(), 1, "{stderr}");
+    let stderr = server.wait_for_stderr("plugin reload rejected; the running version keeps serving");
+    assert_eq!(stderr.matches("plugin reload rejected").count(), 1, "{stderr}");
     assert_eq!(stderr.matches(" ERROR ").count(), 1, "only the refusal is an error:\n{stderr}");
     let loaded: Vec<&str> = stderr.lines().filter(|line| line.contains(" loaded from ")).collect();
     assert_eq!(loaded, vec![api_line.trim_end(), hangup_line.trim_end()], "{stderr}");

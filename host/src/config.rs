@@ -262,12 +262,12 @@ impl Config {
         Ok(config)
     }
 
-    /// The tenant called `name`.
+    /// Returns the tenant called `name`.
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.name == name)
     }
 
-    /// The tenants' names, in file order.
+    /// Returns the tenants' names, in file order.
     pub fn tenant_names(&self) -> Vec<&str> {
         self.tenants.iter().map(|t| t.name.as_str()).collect()
     }
@@ -398,7 +398,8 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, KeyError> {
     })
 }
 
-/// Whether `name` can name a tenant: it appears in logs, URLs and state keys.
+/// Checks whether `name` can name a tenant. Tenant names appear in logs,
+/// URLs and state keys.
 pub fn valid_tenant_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
@@ -643,7 +644,8 @@ tenants:
         let config = parse_with(text, &[("AGROS_PARSE_MASTER_KEY_A", "a"), ("AGROS_PARSE_MASTER_KEY_B", "b")]).unwrap();
         assert_eq!(config.tenant_names(), ["default"]);
         assert_eq!(config.tenants[0].databases.len(), 3);
-        assert!(config.pooling && config.watch_plugin);
+        assert!(config.pooling);
+        assert!(config.watch_plugin);
         assert_eq!(config.limits.max_instances, 1000);
     }
 

@@ -174,7 +174,7 @@ impl PluginRuntime {
         self.options
     }
 
-    /// The last reload that failed, unless a later one succeeded.
+    /// Returns the last reload that failed, unless a later one succeeded.
     pub fn last_failure(&self) -> Option<ReloadFailure> {
         self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -196,7 +196,7 @@ impl PluginRuntime {
             }
             Err(error) => {
                 let hash = std::fs::read(&self.plugin_path).map(|bytes| sha256_hex(&bytes)).unwrap_or_default();
-                tracing::error!(plugin = %self.plugin_path.display(), hash = %hash, "plugin reload refused; the running version keeps serving: {error:#}");
+                tracing::error!(plugin = %self.plugin_path.display(), hash = %hash, "plugin reload rejected; the running version keeps serving: {error:#}");
                 *last_failure = Some(ReloadFailure { hash, error: format!("{error:#}"), at: now_millis() });
             }
         }

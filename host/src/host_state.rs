@@ -62,7 +62,7 @@ impl TenantContext {
         }
     }
 
-    /// The sandbox a new plugin version's self-check runs in: no database, an
+    /// Builds the sandbox a new plugin version's self-check runs in: no database, an
     /// in-memory state store and a capability that allows no request.
     pub fn self_check() -> Self {
         Self {

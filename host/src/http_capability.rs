@@ -90,7 +90,7 @@ impl HttpCapability {
         }
     }
 
-    /// A capability with no route: every request is denied.
+    /// Creates a capability with no route, which denies every request.
     pub fn deny_all(tenant: &str) -> Self {
         Self { tenant: tenant.to_owned(), routes: Vec::new(), request_timeout: Duration::from_secs(1) }
     }

@@ -1,5 +1,5 @@
 //! The JSON forms of call results, shared by the CLI's `--json` output and
-//! the HTTP API, so a script sees the same fields from both.
+//! the HTTP API, so a script gets the same fields from both.
 
 use serde_json::{json, Value};
 

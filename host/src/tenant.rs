@@ -10,7 +10,7 @@
 //!
 //! Each instance remembers the plugin version it was created from. A call
 //! that finds a newer version serving drops the old instance and starts one
-//! of the new version; a call already running finishes on the old one.
+//! of the new version. A call already running finishes on the old one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,8 +58,8 @@ pub struct Tenant {
     runtime: Arc<PluginRuntime>,
     call_timeout: Duration,
     instance: Mutex<Option<Instance>>,
-    /// The version of the live instance, readable while a call holds
-    /// `instance`.
+    /// The version of the live instance, readable while a call has
+    /// `instance` locked.
     running: std::sync::Mutex<Option<PluginInfo>>,
 }
 
@@ -121,8 +121,8 @@ impl Tenant {
         call!(self, |plugin, store| plugin.agros_sync_sync_manager().call_get_all_clients_status(store))
     }
 
-    /// The clients' status and the plugin version of the instance that
-    /// answered.
+    /// Returns the clients' status and the plugin version of the instance
+    /// that ran the call.
     pub async fn status(&self) -> Result<(Vec<ClientStatus>, PluginInfo), CallError> {
         let mut slot = self.instance.lock().await;
         let instance = self.ready(&mut slot).await?;
@@ -162,7 +162,7 @@ impl Tenant {
         self.discard(&mut slot);
     }
 
-    /// Drops the live instance and forgets its version.
+    /// Drops the live instance and clears its recorded version.
     fn discard(&self, slot: &mut Option<Instance>) -> Option<Instance> {
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
         slot.take()

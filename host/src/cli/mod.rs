@@ -179,7 +179,7 @@ fn open_tenants(config: &Config, store: SqliteStore, lang: Lang) -> Result<Tenan
     Tenants::new(config, store, runtime).map_err(|e| Failure::operation(ErrorReport::new(lang, "state-store", None, format!("{e:#}"))))
 }
 
-/// The tenant a command works on: `--tenant` (or `AGROS_SYNC_TENANT`), or the
+/// Returns the tenant a command works on: `--tenant` (or `AGROS_SYNC_TENANT`), or the
 /// only tenant the file defines.
 fn tenant_name(matches: &ArgMatches, config: &Config, lang: Lang) -> Result<String, Failure> {
     let known = config.tenant_names().join(", ");
